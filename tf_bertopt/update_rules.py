@@ -1,0 +1,158 @@
+"""The update math of BERT's optimizers, as small composable TensorFlow functions.
+
+This is the only copy of the formulas; the Keras 3 and tf-keras front ends call
+these functions and only adapt variables, slots and learning rates to them.
+
+Every function maps tensors to tensors and touches no variable. The
+operations and their order are those of the TF1 BERT code, so a float32 run
+reproduces TF1 bit for bit:
+
+* a hyper-parameter is rounded to the tensor's dtype once
+  (``tf.constant(0.9, tf.float32)``);
+* a constant derived from hyper-parameters, such as ``1 - beta_1``, is
+  computed in double precision first, as TF1's Python code did, then rounded
+  (``float32(1 - 0.9)`` differs from ``float32(1) - float32(0.9)``);
+* ``lr * r`` is formed before it multiplies the update, as in TF1 LAMB.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+
+def _const(value: float, like: tf.Tensor) -> tf.Tensor:
+    return tf.constant(value, dtype=like.dtype)
+
+
+def moments(grad, m, v, beta_1: float, beta_2: float):
+    """Exponential averages of the gradient and its square.
+
+    ``m <- b1*m + (1-b1)*g`` and ``v <- b2*v + (1-b2)*g^2``.
+    """
+    next_m = _const(beta_1, m) * m + _const(1.0 - beta_1, m) * grad
+    next_v = _const(beta_2, v) * v + _const(1.0 - beta_2, v) * tf.square(grad)
+    return next_m, next_v
+
+
+def bias_corrected(m, v, beta_1: float, beta_2: float, step):
+    """``m/(1-b1^(t+1))`` and ``v/(1-b2^(t+1))`` for update number ``t`` (from 0)."""
+    count = tf.cast(step, m.dtype) + _const(1.0, m)
+    m_hat = m / (_const(1.0, m) - tf.pow(_const(beta_1, m), count))
+    v_hat = v / (_const(1.0, v) - tf.pow(_const(beta_2, v), count))
+    return m_hat, v_hat
+
+
+def adam_direction(m, v, epsilon: float):
+    """``m / (sqrt(v) + eps)``: epsilon outside the square root, as in BERT."""
+    return m / (tf.sqrt(v) + _const(epsilon, v))
+
+
+def add_weight_decay(update, weight, rate: float):
+    """Decoupled weight decay folded into the update: ``u + rate*w``."""
+    return update + _const(rate, weight) * weight
+
+
+def l2_norm(tensor):
+    """``sqrt(sum(x^2))`` over the whole tensor, with TF1's operations."""
+    return tf.sqrt(tf.reduce_sum(tf.square(tensor)))
+
+
+def trust_ratio(weight_norm, update_norm, weight_norm_bounds=None, trust_ratio_bounds=None):
+    """LAMB's layer-wise trust ratio ``phi(||w||) / ||u||``, 1 where either norm is 0.
+
+    ``weight_norm_bounds=(gamma_l, gamma_u)`` is the paper's scaling function
+    ``phi(z) = min(max(z, gamma_l), gamma_u)``; ``trust_ratio_bounds`` clamps the
+    final ratio (as NVIDIA's and DeepSpeed's LAMB do). ``None`` leaves a side open.
+    """
+    numerator = _clip(weight_norm, weight_norm_bounds)
+    one = _const(1.0, weight_norm)
+    ratio = tf.where(
+        weight_norm > 0.0,
+        tf.where(update_norm > 0.0, numerator / update_norm, one),
+        one,
+    )
+    return _clip(ratio, trust_ratio_bounds)
+
+
+def _clip(value, limits):
+    if limits is None:
+        return value
+    lower, upper = limits
+    if lower is not None:
+        value = tf.maximum(value, _const(lower, value))
+    if upper is not None:
+        value = tf.minimum(value, _const(upper, value))
+    return value
+
+
+def adam_weight_decay_update(
+    weight, grad, m, v, learning_rate, *, beta_1, beta_2, epsilon, weight_decay_rate
+):
+    """One AdamWeightDecay step; returns ``(new_weight, new_m, new_v)``.
+
+    ``weight_decay_rate`` is the rate for this variable: 0 when it is excluded.
+    """
+    next_m, next_v = moments(grad, m, v, beta_1, beta_2)
+    update = adam_direction(next_m, next_v, epsilon)
+    if weight_decay_rate:
+        update = add_weight_decay(update, weight, weight_decay_rate)
+    return weight - learning_rate * update, next_m, next_v
+
+
+def lamb_direction(
+    weight, grad, m, v, step, *, beta_1, beta_2, epsilon, weight_decay_rate, bias_correction
+):
+    """LAMB's moments and un-scaled update ``u``; returns ``(u, new_m, new_v)``."""
+    next_m, next_v = moments(grad, m, v, beta_1, beta_2)
+    if bias_correction:
+        m_hat, v_hat = bias_corrected(next_m, next_v, beta_1, beta_2, step)
+    else:
+        m_hat, v_hat = next_m, next_v
+    update = adam_direction(m_hat, v_hat, epsilon)
+    if weight_decay_rate:
+        update = add_weight_decay(update, weight, weight_decay_rate)
+    return update, next_m, next_v
+
+
+def lamb_apply(weight, update, learning_rate, ratio=None):
+    """``w - (lr*r)*u``; ``ratio=None`` for a variable excluded from layer adaptation."""
+    if ratio is None:
+        return weight - learning_rate * update
+    return weight - (learning_rate * ratio) * update
+
+
+def lamb_update(
+    weight,
+    grad,
+    m,
+    v,
+    learning_rate,
+    step,
+    *,
+    beta_1,
+    beta_2,
+    epsilon,
+    weight_decay_rate,
+    layer_adaptation=True,
+    bias_correction=False,
+    weight_norm_bounds=None,
+    trust_ratio_bounds=None,
+):
+    """One LAMB step on a whole (unsharded) variable; returns ``(new_weight, new_m, new_v)``."""
+    update, next_m, next_v = lamb_direction(
+        weight,
+        grad,
+        m,
+        v,
+        step,
+        beta_1=beta_1,
+        beta_2=beta_2,
+        epsilon=epsilon,
+        weight_decay_rate=weight_decay_rate,
+        bias_correction=bias_correction,
+    )
+    ratio = None
+    if layer_adaptation:
+        ratio = trust_ratio(l2_norm(weight), l2_norm(update), weight_norm_bounds, trust_ratio_bounds)
+    return lamb_apply(weight, update, learning_rate, ratio), next_m, next_v
