@@ -13,6 +13,13 @@ reproduces TF1 bit for bit:
   computed in double precision first, as TF1's Python code did, then rounded
   (``float32(1 - 0.9)`` differs from ``float32(1) - float32(0.9)``);
 * ``lr * r`` is formed before it multiplies the update, as in TF1 LAMB.
+
+Each product that is then added is passed through ``rounded`` (the identity
+by default). TF runs every operation as its own kernel, so such a product is
+rounded to float32 before the addition; a compiler that fuses the operations
+(XLA) may instead emit one fused multiply-add, rounded once, which differs in
+the last bit. ``tf_bertopt.fused_updates`` passes a ``rounded`` that forbids
+that contraction.
 """
 
 from __future__ import annotations
@@ -25,13 +32,17 @@ def _const(value: float, like: tf.Tensor) -> tf.Tensor:
     return tf.constant(value, dtype=like.dtype)
 
 
-def moments(grad, m, v, beta_1: float, beta_2: float):
+def _identity(tensor):
+    return tensor
+
+
+def moments(grad, m, v, beta_1: float, beta_2: float, rounded=_identity):
     """Exponential averages of the gradient and its square.
 
     ``m <- b1*m + (1-b1)*g`` and ``v <- b2*v + (1-b2)*g^2``.
     """
-    next_m = _const(beta_1, m) * m + _const(1.0 - beta_1, m) * grad
-    next_v = _const(beta_2, v) * v + _const(1.0 - beta_2, v) * tf.square(grad)
+    next_m = rounded(_const(beta_1, m) * m) + rounded(_const(1.0 - beta_1, m) * grad)
+    next_v = rounded(_const(beta_2, v) * v) + rounded(_const(1.0 - beta_2, v) * tf.square(grad))
     return next_m, next_v
 
 
@@ -48,14 +59,19 @@ def adam_direction(m, v, epsilon: float):
     return m / (tf.sqrt(v) + _const(epsilon, v))
 
 
-def add_weight_decay(update, weight, rate: float):
+def add_weight_decay(update, weight, rate: float, rounded=_identity):
     """Decoupled weight decay folded into the update: ``u + rate*w``."""
-    return update + _const(rate, weight) * weight
+    return update + rounded(_const(rate, weight) * weight)
 
 
 def l2_norm(tensor):
     """``sqrt(sum(x^2))`` over the whole tensor, with TF1's operations."""
-    return tf.sqrt(tf.reduce_sum(tf.square(tensor)))
+    return norm_of_squares(tf.square(tensor))
+
+
+def norm_of_squares(squares):
+    """``sqrt(sum(squares))``: ``l2_norm`` of a tensor whose squares are already computed."""
+    return tf.sqrt(tf.reduce_sum(squares))
 
 
 def trust_ratio(weight_norm, update_norm, weight_norm_bounds=None, trust_ratio_bounds=None):
@@ -87,39 +103,56 @@ def _clip(value, limits):
 
 
 def adam_weight_decay_update(
-    weight, grad, m, v, learning_rate, *, beta_1, beta_2, epsilon, weight_decay_rate
+    weight, grad, m, v, learning_rate, *, beta_1, beta_2, epsilon, weight_decay_rate, rounded=_identity
 ):
     """One AdamWeightDecay step; returns ``(new_weight, new_m, new_v)``.
 
     ``weight_decay_rate`` is the rate for this variable: 0 when it is excluded.
     """
-    next_m, next_v = moments(grad, m, v, beta_1, beta_2)
+    next_m, next_v = moments(grad, m, v, beta_1, beta_2, rounded)
     update = adam_direction(next_m, next_v, epsilon)
     if weight_decay_rate:
-        update = add_weight_decay(update, weight, weight_decay_rate)
-    return weight - learning_rate * update, next_m, next_v
+        update = add_weight_decay(update, weight, weight_decay_rate, rounded)
+    return weight - rounded(learning_rate * update), next_m, next_v
 
 
 def lamb_direction(
-    weight, grad, m, v, step, *, beta_1, beta_2, epsilon, weight_decay_rate, bias_correction
+    weight, grad, m, v, step, *, beta_1, beta_2, epsilon, weight_decay_rate, bias_correction, rounded=_identity
 ):
     """LAMB's moments and un-scaled update ``u``; returns ``(u, new_m, new_v)``."""
-    next_m, next_v = moments(grad, m, v, beta_1, beta_2)
-    if bias_correction:
-        m_hat, v_hat = bias_corrected(next_m, next_v, beta_1, beta_2, step)
-    else:
-        m_hat, v_hat = next_m, next_v
-    update = adam_direction(m_hat, v_hat, epsilon)
-    if weight_decay_rate:
-        update = add_weight_decay(update, weight, weight_decay_rate)
+    next_m, next_v = moments(grad, m, v, beta_1, beta_2, rounded)
+    update = lamb_direction_from_moments(
+        weight,
+        next_m,
+        next_v,
+        step,
+        beta_1=beta_1,
+        beta_2=beta_2,
+        epsilon=epsilon,
+        weight_decay_rate=weight_decay_rate,
+        bias_correction=bias_correction,
+        rounded=rounded,
+    )
     return update, next_m, next_v
 
 
-def lamb_apply(weight, update, learning_rate, ratio=None):
+def lamb_direction_from_moments(
+    weight, m, v, step, *, beta_1, beta_2, epsilon, weight_decay_rate, bias_correction, rounded=_identity
+):
+    """LAMB's un-scaled update ``u`` from moments ``m``, ``v`` already updated for this step."""
+    if bias_correction:
+        m, v = bias_corrected(m, v, beta_1, beta_2, step)
+    update = adam_direction(m, v, epsilon)
+    if weight_decay_rate:
+        update = add_weight_decay(update, weight, weight_decay_rate, rounded)
+    return update
+
+
+def lamb_apply(weight, update, learning_rate, ratio=None, rounded=_identity):
     """``w - (lr*r)*u``; ``ratio=None`` for a variable excluded from layer adaptation."""
     if ratio is None:
-        return weight - learning_rate * update
-    return weight - (learning_rate * ratio) * update
+        return weight - rounded(learning_rate * update)
+    return weight - rounded((learning_rate * ratio) * update)
 
 
 def lamb_update(

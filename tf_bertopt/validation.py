@@ -40,6 +40,13 @@ def beta(owner: str, argument: str, value: Any) -> float:
     return float(value)
 
 
+def boolean(owner: str, argument: str, value: Any) -> bool:
+    """``True`` or ``False`` (numpy booleans too), nothing merely truthy."""
+    if not isinstance(value, bool) and type(value).__name__ != "bool_":
+        _fail(owner, argument, value, "True or False")
+    return bool(value)
+
+
 def positive_int(owner: str, argument: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) and not _integral_float(value) or value <= 0:
         _fail(owner, argument, value, "an integer > 0")

@@ -56,6 +56,7 @@ class AdamWeightDecay(BertOptimizer):
         epsilon: float = 1e-6,
         exclude_from_weight_decay: Sequence[str] | None = None,
         include_in_weight_decay: Sequence[str] | None = None,
+        fused: bool = False,
         name: str = "AdamWeightDecay",
         **kwargs,
     ):
@@ -68,6 +69,7 @@ class AdamWeightDecay(BertOptimizer):
             exclude_from_weight_decay,
             include_in_weight_decay,
             name=name,
+            fused=fused,
             **kwargs,
         )
 
@@ -83,3 +85,7 @@ class AdamWeightDecay(BertOptimizer):
             epsilon=self.epsilon,
             weight_decay_rate=self._decay_rates[index],
         )
+
+    def _fused_update(self, indices, variables, ms, vs, grads, learning_rate, step):
+        rates = [self._decay_rates[i] for i in indices]
+        self._fused_updates.adam_weight_decay(variables, ms, vs, grads, learning_rate, step, rates)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from tf_bertopt import name_matching, validation
+from tf_bertopt import fused_updates, name_matching, validation
 
 if keras.backend.backend() != "tensorflow":  # pragma: no cover - depends on the environment
     raise ImportError(
@@ -65,6 +65,7 @@ class BertOptimizer(keras.optimizers.Optimizer):
         exclude_from_layer_adaptation=None,
         *,
         name,
+        fused=False,
         weight_decay=None,
         **kwargs,
     ):
@@ -89,6 +90,7 @@ class BertOptimizer(keras.optimizers.Optimizer):
             name_matching.compile_patterns(owner, "exclude_from_layer_adaptation", exclude_from_layer_adaptation),
         )
         self._variables_excluded_from_decay: set = set()
+        self.fused = validation.boolean(owner, "fused", fused)
 
     def get_config(self):
         config = super().get_config()
@@ -100,6 +102,7 @@ class BertOptimizer(keras.optimizers.Optimizer):
                 "epsilon": self.epsilon,
                 "exclude_from_weight_decay": list(self.name_rules.exclude_from_weight_decay),
                 "include_in_weight_decay": list(self.name_rules.include_in_weight_decay),
+                "fused": self.fused,
             }
         )
         return config
@@ -139,6 +142,7 @@ class BertOptimizer(keras.optimizers.Optimizer):
             for n, v in zip(names, var_list)
         ]
         self._layer_adaptation = [self.name_rules.uses_layer_adaptation(n) for n in names]
+        self._fused_updates = fused_updates.FusedUpdates(self.beta_1, self.beta_2, self.epsilon) if self.fused else None
 
     def get_slots(self, variable):
         """The ``(m, v)`` slot variables of a model variable of the built optimizer."""
@@ -178,6 +182,9 @@ class BertOptimizer(keras.optimizers.Optimizer):
     def update_step(self, gradient, variable, learning_rate):
         index = self._get_variable_index(variable)
         m, v = self._m[index], self._v[index]
+        if self.fused:
+            self._fused_update_all([gradient], [variable], learning_rate)
+            return
         weight, grad = tf.convert_to_tensor(variable), tf.cast(gradient, variable.dtype)
         new_weight, new_m, new_v = self._updated(
             index, weight, grad, tf.convert_to_tensor(m), tf.convert_to_tensor(v), tf.cast(learning_rate, variable.dtype)
@@ -187,4 +194,26 @@ class BertOptimizer(keras.optimizers.Optimizer):
         self.assign(variable, new_weight)
 
     def _updated(self, index, weight, grad, m, v, learning_rate):
+        raise NotImplementedError
+
+    def _distributed_tf_update_step(self, distribution, grads_and_vars, learning_rate):
+        if not self.fused or tf.distribute.has_strategy():
+            return super()._distributed_tf_update_step(distribution, grads_and_vars, learning_rate)
+        # No tf.distribute: update all the variables at once, so that small ones share compiled calls.
+        grads, variables = zip(*grads_and_vars)
+        self._fused_update_all(grads, variables, learning_rate)
+
+    def _fused_update_all(self, grads, variables, learning_rate):
+        indices = [self._get_variable_index(variable) for variable in variables]
+        self._fused_update(
+            indices,
+            list(variables),
+            [self._m[i].value for i in indices],
+            [self._v[i].value for i in indices],
+            [tf.cast(grad, variable.dtype) for grad, variable in zip(grads, variables)],
+            tf.convert_to_tensor(learning_rate),
+            tf.convert_to_tensor(self.iterations),
+        )
+
+    def _fused_update(self, indices, variables, ms, vs, grads, learning_rate, step):
         raise NotImplementedError

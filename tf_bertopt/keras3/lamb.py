@@ -66,6 +66,7 @@ class LAMB(BertOptimizer):
         bias_correction: bool = False,
         weight_norm_bounds: tuple[float | None, float | None] | None = None,
         trust_ratio_bounds: tuple[float | None, float | None] | None = None,
+        fused: bool = False,
         name: str = "LAMB",
         **kwargs,
     ):
@@ -79,6 +80,7 @@ class LAMB(BertOptimizer):
             include_in_weight_decay,
             exclude_from_layer_adaptation,
             name=name,
+            fused=fused,
             **kwargs,
         )
         if not isinstance(bias_correction, bool):
@@ -99,6 +101,14 @@ class LAMB(BertOptimizer):
         )
         return config
 
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        if self.fused:
+            adapted = [v for v, adapt in zip(var_list, self._layer_adaptation) if adapt]
+            self._fused_updates.reserve_norm_scratch(adapted)
+
     def _updated(self, index, weight, grad, m, v, learning_rate):
         return update_rules.lamb_update(
             weight,
@@ -115,4 +125,19 @@ class LAMB(BertOptimizer):
             bias_correction=self.bias_correction,
             weight_norm_bounds=self.weight_norm_bounds,
             trust_ratio_bounds=self.trust_ratio_bounds,
+        )
+
+    def _fused_update(self, indices, variables, ms, vs, grads, learning_rate, step):
+        self._fused_updates.lamb(
+            variables,
+            ms,
+            vs,
+            grads,
+            learning_rate,
+            step,
+            [self._decay_rates[i] for i in indices],
+            [self._layer_adaptation[i] for i in indices],
+            self.weight_norm_bounds,
+            self.trust_ratio_bounds,
+            self.bias_correction,
         )
