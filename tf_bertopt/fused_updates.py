@@ -11,11 +11,14 @@ parameter, the floor.
 The compiled functions (``tf.function(jit_compile=True)``) are called from the
 ordinary (not XLA-compiled) step, or inlined into a ``jit_compile=True`` one:
 
-* a variable of ``PACK_MAX_ELEMENTS`` or more is updated in place by its own
+* a variable of ``SMALL_ELEMENTS`` or more is updated in place by its own
   call;
 * smaller ones, where the cost is per operation rather than per byte, are
-  packed: those of one dtype and treatment are concatenated, updated by one
-  call, split and assigned back.
+  updated in place ``GROUP_SIZE`` at a time, among variables of the same
+  shape, dtype and treatment (a model repeats its layers, so few distinct
+  groups are compiled);
+* small variables whose shape no other shares are packed: concatenated,
+  updated by one call, split and assigned back.
 
 The math is ``tf_bertopt.update_rules``. What keeps the results bit-identical
 to TF's op-by-op kernels, and so to TF1:
@@ -43,8 +46,10 @@ import tensorflow as tf
 
 from tf_bertopt import update_rules
 
-# Variables with fewer elements are packed together (see the module docstring).
-PACK_MAX_ELEMENTS = 2**16
+# Variables with fewer elements are updated together (see the module docstring).
+SMALL_ELEMENTS = 2**16
+# Small variables per compiled call: more means fewer calls but longer compilation.
+GROUP_SIZE = 8
 
 _BITS = {2: tf.int16, 4: tf.int32, 8: tf.int64}
 
@@ -79,16 +84,26 @@ def local_variable(variable, device: str):
     return variable
 
 
-def batches(sizes: Sequence[int], keys: Sequence) -> list[list[int]]:
-    """Indices of the updates made together: each variable of at least
-    ``PACK_MAX_ELEMENTS`` alone, smaller ones packed by equal ``key``."""
-    alone, packed = [], collections.defaultdict(list)
-    for index, (size, key) in enumerate(zip(sizes, keys)):
-        if size < PACK_MAX_ELEMENTS:
-            packed[key].append(index)
+def batches(variables, options: Sequence) -> list[tuple[str, list[int]]]:
+    """How to update ``variables`` (with per-variable hashable ``options``):
+    ``("in_place", indices)`` for a large variable alone or up to
+    ``GROUP_SIZE`` small ones of one shape, ``("packed", indices)`` for small
+    ones whose shape no other shares (and that share dtype and options)."""
+    large, same_shape = [], collections.defaultdict(list)
+    for index, (variable, option) in enumerate(zip(variables, options)):
+        key = (tf.as_dtype(variable.dtype), variable.device, option)
+        if variable.shape.num_elements() >= SMALL_ELEMENTS:
+            large.append(("in_place", [index]))
         else:
-            alone.append([index])
-    return alone + list(packed.values())
+            same_shape[(tuple(variable.shape), *key)].append(index)
+    grouped, lone = [], collections.defaultdict(list)
+    for (shape, *key), indices in same_shape.items():
+        if len(indices) == 1:
+            lone[tuple(key)].append(indices[0])
+        else:
+            grouped += [("in_place", indices[i : i + GROUP_SIZE]) for i in range(0, len(indices), GROUP_SIZE)]
+    packed = [("packed" if len(indices) > 1 else "in_place", indices) for indices in lone.values()]
+    return large + grouped + packed
 
 
 def _pack(tensors):
@@ -135,7 +150,7 @@ class FusedUpdates:
 
         Call it where the optimizer creates its slots (same
         ``tf.distribute`` scope), with the variables LAMB adapts. Each one of
-        ``PACK_MAX_ELEMENTS`` or more then has ``w^2`` and ``u^2`` written in
+        ``SMALL_ELEMENTS`` or more then has ``w^2`` and ``u^2`` written in
         turn into the same persistent buffer, as large as the largest of
         them, rather than into new tensors: a new variable-sized tensor per
         step can cost more than the pass itself where the allocator maps
@@ -144,7 +159,7 @@ class FusedUpdates:
         sizes: dict = {}
         for variable in variables:
             dtype, size = tf.as_dtype(variable.dtype), variable.shape.num_elements()
-            if size >= PACK_MAX_ELEMENTS:
+            if size >= SMALL_ELEMENTS:
                 sizes[dtype] = max(size, sizes.get(dtype, 0))
         with tf.init_scope():
             for dtype, size in sizes.items():
@@ -154,16 +169,15 @@ class FusedUpdates:
     def adam_weight_decay(self, variables, ms, vs, grads, learning_rate, step, weight_decay_rates: Sequence[float]):
         """AdamWeightDecay on each variable and its slots, in place."""
         ms, vs = _local_slots(variables, ms, vs)
-        keys = [_key(variable, rate) for variable, rate in zip(variables, weight_decay_rates)]
-        for batch in batches([variable.shape.num_elements() for variable in variables], keys):
-            variables_, ms_, vs_, grads_ = _select(batch, variables, ms, vs, grads)
+        for kind, batch in batches(variables, weight_decay_rates):
+            selected = _select(batch, variables, ms, vs, grads)
             rate = weight_decay_rates[batch[0]]
-            if len(batch) == 1 and variables_[0].shape.num_elements() >= PACK_MAX_ELEMENTS:
-                self._adam_in_place(*variables_, *ms_, *vs_, *grads_, learning_rate, step, rate)
-                continue
-            new = self._adam_packed(*map(_pack, (variables_, grads_, ms_, vs_)), learning_rate, step, rate)
-            for targets, packed in zip((variables_, ms_, vs_), new):
-                _assign_unpacked(targets, packed)
+            if kind == "in_place":
+                self._adam_in_place(*selected, learning_rate, step, rate)
+            else:
+                new = self._adam_packed(*map(_pack, _weight_grad_m_v(*selected)), learning_rate, step, rate)
+                for targets, packed in zip(selected, new):
+                    _assign_unpacked(targets, packed)
 
     def lamb(
         self,
@@ -181,54 +195,48 @@ class FusedUpdates:
     ):
         """LAMB on each variable and its slots, in place."""
         ms, vs = _local_slots(variables, ms, vs)
-        keys = [_key(*options) for options in zip(variables, weight_decay_rates, layer_adaptations)]
         bounds = (weight_norm_bounds, trust_ratio_bounds)
-        for batch in batches([variable.shape.num_elements() for variable in variables], keys):
+        for kind, batch in batches(variables, list(zip(weight_decay_rates, layer_adaptations))):
             selected = _select(batch, variables, ms, vs, grads)
             options = (weight_decay_rates[batch[0]], bias_correction)
-            alone = len(batch) == 1 and selected[0][0].shape.num_elements() >= PACK_MAX_ELEMENTS
-            if alone:
-                self._lamb_alone(*(x[0] for x in selected), learning_rate, step, layer_adaptations[batch[0]], bounds, options)
+            if not layer_adaptations[batch[0]]:
+                if kind == "in_place":
+                    self._lamb_unadapted_in_place(*selected, learning_rate, step, *options)
+                else:
+                    new = self._lamb_unadapted_packed(*map(_pack, _weight_grad_m_v(*selected)), learning_rate, step, *options)
+                    for targets, packed in zip(selected, new):
+                        _assign_unpacked(targets, packed)
+            elif kind == "in_place":
+                self._lamb_in_place(*selected, learning_rate, step, bounds, options)
             else:
-                self._lamb_packed(*selected, learning_rate, step, layer_adaptations[batch[0]], bounds, options)
+                self._lamb_packed(*selected, learning_rate, step, bounds, options)
 
-    def _lamb_alone(self, variable, m, v, grad, learning_rate, step, adapted, bounds, options):
-        if not adapted:
-            self._lamb_unadapted_in_place(variable, m, v, grad, learning_rate, step, *options)
-            return
-        size = variable.shape.num_elements()
+    def _lamb_in_place(self, variables, ms, vs, grads, learning_rate, step, bounds, options):
+        variable, size = variables[0], variables[0].shape.num_elements()
         scratch = self._scratch.get(tf.as_dtype(variable.dtype))
-        if scratch is None or scratch.shape[0] < size:
-            weight_squares, update_squares = self._lamb_moments_in_place(variable, m, v, grad, step, *options)
-            weight_norm = update_rules.norm_of_squares(weight_squares)
-            update_norm = update_rules.norm_of_squares(update_squares)
-        else:
+        if len(variables) == 1 and size >= SMALL_ELEMENTS and scratch is not None and scratch.shape[0] >= size:
             # The data dependencies order the buffer's uses: each write waits
             # for the sum of what the previous write put there.
             scratch = local_variable(scratch, variable.device)
             self._lamb_squares_into(variable, scratch, self._previous_norm(variable))
-            weight_norm = update_rules.norm_of_squares(scratch[:size])
-            self._lamb_moments_into(variable, m, v, grad, step, scratch, weight_norm, *options)
-            update_norm = update_rules.norm_of_squares(scratch[:size])
-            self._last_norm[variable.device] = update_norm
-        ratio = update_rules.trust_ratio(weight_norm, update_norm, *bounds)
-        self._lamb_apply_in_place(variable, m, v, learning_rate, ratio, step, *options)
-
-    def _lamb_packed(self, variables, ms, vs, grads, learning_rate, step, adapted, bounds, options):
-        weight, grad, m, v = map(_pack, (variables, grads, ms, vs))
-        if not adapted:
-            new = self._lamb_unadapted_packed(weight, grad, m, v, learning_rate, step, *options)
+            weight_norms = update_rules.norms_of_squares([scratch[:size]])
+            self._lamb_moments_into(variable, ms[0], vs[0], grads[0], step, scratch, weight_norms, *options)
+            update_norms = update_rules.norms_of_squares([scratch[:size]])
+            self._last_norm[variable.device] = update_norms
         else:
-            new_m, new_v, weight_squares, update_squares = self._lamb_moments_packed(weight, grad, m, v, step, *options)
-            sizes = [variable.shape.num_elements() for variable in variables]
-            norms = [
-                tf.stack([update_rules.norm_of_squares(piece) for piece in tf.split(squares, sizes)])
-                for squares in (weight_squares, update_squares)
-            ]
-            ratios = tf.repeat(update_rules.trust_ratio(*norms, *bounds), sizes)
-            new_weight = self._lamb_apply_packed(weight, new_m, new_v, learning_rate, ratios, step, *options)
-            new = (new_weight, new_m, new_v)
-        for targets, packed in zip((variables, ms, vs), new):
+            squares = self._lamb_moments_in_place(variables, ms, vs, grads, step, *options)
+            weight_norms, update_norms = (update_rules.norms_of_squares(of_kind) for of_kind in zip(*squares))
+        ratios = update_rules.trust_ratio(weight_norms, update_norms, *bounds)
+        self._lamb_apply_in_place(variables, ms, vs, learning_rate, ratios, step, *options)
+
+    def _lamb_packed(self, variables, ms, vs, grads, learning_rate, step, bounds, options):
+        weight, grad, m, v = map(_pack, _weight_grad_m_v(variables, ms, vs, grads))
+        new_m, new_v, weight_squares, update_squares = self._lamb_moments_packed(weight, grad, m, v, step, *options)
+        sizes = [variable.shape.num_elements() for variable in variables]
+        norms = [update_rules.norms_of_squares(tf.split(squares, sizes)) for squares in (weight_squares, update_squares)]
+        ratios = tf.repeat(update_rules.trust_ratio(*norms, *bounds), sizes)
+        new_weight = self._lamb_apply_packed(weight, new_m, new_v, learning_rate, ratios, step, *options)
+        for targets, packed in zip((variables, ms, vs), (new_weight, new_m, new_v)):
             _assign_unpacked(targets, packed)
 
     def _previous_norm(self, variable):
@@ -285,26 +293,30 @@ class FusedUpdates:
         step_size = tf.cast(learning_rate, weight.dtype)
         return update_rules.lamb_apply(weight, update, step_size, ratio, arguments["rounded"])
 
-    # The in-place bodies. Each returns nothing it assigns: a returned variable
-    # value would keep XLA from updating that variable in place.
+    # The in-place bodies, on lists of variables. Each returns nothing it
+    # assigns: a returned variable value would keep XLA from updating that
+    # variable in place.
 
-    def _adam_in_place_body(self, variable, m, v, grad, learning_rate, step, weight_decay_rate):
-        new = self._adam_math(variable.read_value(), grad, m.read_value(), v.read_value(), learning_rate, step, weight_decay_rate)
-        for target, value in zip((variable, m, v), new):
-            target.assign(value)
+    def _adam_in_place_body(self, variables, ms, vs, grads, learning_rate, step, weight_decay_rate):
+        for variable, m, v, grad in zip(variables, ms, vs, grads):
+            new = self._adam_math(*_read(variable, grad, m, v), learning_rate, step, weight_decay_rate)
+            for target, value in zip((variable, m, v), new):
+                target.assign(value)
 
-    def _lamb_unadapted_in_place_body(self, variable, m, v, grad, learning_rate, step, *options):
-        new = self._lamb_unadapted_math(variable.read_value(), grad, m.read_value(), v.read_value(), learning_rate, step, *options)
-        for target, value in zip((variable, m, v), new):
-            target.assign(value)
+    def _lamb_unadapted_in_place_body(self, variables, ms, vs, grads, learning_rate, step, *options):
+        for variable, m, v, grad in zip(variables, ms, vs, grads):
+            new = self._lamb_unadapted_math(*_read(variable, grad, m, v), learning_rate, step, *options)
+            for target, value in zip((variable, m, v), new):
+                target.assign(value)
 
-    def _lamb_moments_in_place_body(self, variable, m, v, grad, step, *options):
-        new_m, new_v, weight_squares, update_squares = self._lamb_moments_math(
-            variable.read_value(), grad, m.read_value(), v.read_value(), step, *options
-        )
-        m.assign(new_m)
-        v.assign(new_v)
-        return weight_squares, update_squares
+    def _lamb_moments_in_place_body(self, variables, ms, vs, grads, step, *options):
+        squares = []
+        for variable, m, v, grad in zip(variables, ms, vs, grads):
+            new_m, new_v, weight_squares, update_squares = self._lamb_moments_math(*_read(variable, grad, m, v), step, *options)
+            m.assign(new_m)
+            v.assign(new_v)
+            squares.append((weight_squares, update_squares))
+        return squares
 
     def _lamb_squares_into_body(self, variable, scratch, after):
         del after  # only orders this write after the previous sum from the buffer
@@ -312,21 +324,24 @@ class FusedUpdates:
 
     def _lamb_moments_into_body(self, variable, m, v, grad, step, scratch, after, *options):
         del after  # only orders this write after the sum of w^2 from the buffer
-        new_m, new_v, _, update_squares = self._lamb_moments_math(
-            variable.read_value(), grad, m.read_value(), v.read_value(), step, *options
-        )
+        new_m, new_v, _, update_squares = self._lamb_moments_math(*_read(variable, grad, m, v), step, *options)
         m.assign(new_m)
         v.assign(new_v)
         scratch[: variable.shape.num_elements()].assign(tf.reshape(update_squares, [-1]))
 
-    def _lamb_apply_in_place_body(self, variable, m, v, learning_rate, ratio, step, *options):
-        variable.assign(
-            self._lamb_apply_math(variable.read_value(), m.read_value(), v.read_value(), learning_rate, ratio, step, *options)
-        )
+    def _lamb_apply_in_place_body(self, variables, ms, vs, learning_rate, ratios, step, *options):
+        for index, (variable, m, v) in enumerate(zip(variables, ms, vs)):
+            weight = variable.read_value()
+            arguments = (learning_rate, ratios[index], step, *options)
+            variable.assign(self._lamb_apply_math(weight, m.read_value(), v.read_value(), *arguments))
 
 
-def _key(variable, *options):
-    return (tf.as_dtype(variable.dtype), variable.device, *options)
+def _read(variable, grad, m, v):
+    return variable.read_value(), grad, m.read_value(), v.read_value()
+
+
+def _weight_grad_m_v(variables, ms, vs, grads):
+    return variables, grads, ms, vs
 
 
 def _local_slots(variables, ms, vs):

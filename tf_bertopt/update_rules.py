@@ -74,6 +74,11 @@ def norm_of_squares(squares):
     return tf.sqrt(tf.reduce_sum(squares))
 
 
+def norms_of_squares(squares_list):
+    """``norm_of_squares`` of each tensor, as one vector (one ``sqrt`` for all)."""
+    return tf.sqrt(tf.stack([tf.reduce_sum(squares) for squares in squares_list]))
+
+
 def trust_ratio(weight_norm, update_norm, weight_norm_bounds=None, trust_ratio_bounds=None):
     """LAMB's layer-wise trust ratio ``phi(||w||) / ||u||``, 1 where either norm is 0.
 
