@@ -103,3 +103,15 @@ def max_ulp_difference(a, b) -> int:
     a = np.where(a < 0, np.int64(-(2**31)) - a, a)
     b = np.where(b < 0, np.int64(-(2**31)) - b, b)
     return int(np.max(np.abs(a - b))) if a.size else 0
+
+
+def max_scaled_ulp_difference(a, b) -> float:
+    """Largest |a - b| in units of the float32 spacing at the largest |b|.
+
+    Element-wise ulps explode for elements near zero (one ulp of 1e-9 is tiny);
+    this measures the error on the scale of the tensor itself.
+    """
+    scale = np.max(np.abs(b)) if np.size(b) else 0.0
+    if scale == 0:
+        return float(np.max(np.abs(a))) if np.size(a) else 0.0
+    return float(np.max(np.abs(np.asarray(a, np.float64) - b)) / np.spacing(np.float32(scale)))
