@@ -182,6 +182,11 @@ def test_keras3_schedule_for_a_tf_keras_optimizer_is_a_type_error():
         tk.LAMB(learning_rate=k3.WarmupPolynomialDecay(0.01, 10))
 
 
+def test_tf_keras_schedule_for_a_keras3_optimizer_is_a_type_error():
+    with pytest.raises(TypeError, match=r"Use tf_bertopt\.keras3\.WarmupPolynomialDecay"):
+        k3.AdamWeightDecay(learning_rate=tk.WarmupPolynomialDecay(0.01, 10))
+
+
 def test_formatting_an_optimizer_elsewhere_still_works():
     assert f"{tk.LAMB()}".startswith("<tf_bertopt.tf_keras.lamb.LAMB object")
 
