@@ -9,6 +9,7 @@ import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import harness
 import reference_numpy
 import tf1_reference
 from tf_bertopt import WarmupPolynomialDecay
@@ -31,8 +32,8 @@ MODES = {
 }
 
 
-def ours(config, mode):
-    schedule = WarmupPolynomialDecay(
+def ours(config, mode, schedule_class=WarmupPolynomialDecay):
+    schedule = schedule_class(
         config["init_lr"],
         config["num_train_steps"],
         config["num_warmup_steps"],
@@ -46,12 +47,12 @@ def ours(config, mode):
 
 @pytest.mark.parametrize("mode", ["eager", "tf_function"])
 @pytest.mark.parametrize("name", TF1_CONFIGS)
-def test_values_equal_tf1_graph_bit_for_bit(name, mode):
+def test_values_equal_tf1_graph_bit_for_bit(flavour, name, mode):
     # TF1's values are those of its Grappler-optimised graph; ours must equal
     # them however they are executed.
     config = TF1_CONFIGS[name]
     theirs = tf1_reference.schedule_values(STEPS, **config)
-    mine = ours(config, mode)
+    mine = ours(config, mode, harness.front_end(flavour).WarmupPolynomialDecay)
     mismatched = [(s, a, b) for s, a, b in zip(STEPS, mine, theirs) if a != b]
     assert not mismatched, mismatched[:5]
 

@@ -8,7 +8,6 @@ import pytest
 
 import harness
 import tf1_reference
-import tf_bertopt
 
 EMBEDDINGS = "embeddings/word_embeddings"
 INDICES = np.array([2, 0, 2, 5, 2], np.int64)  # row 2 repeated, rows 1, 3, 4 missing
@@ -27,8 +26,9 @@ def sparse_and_dense_streams(steps=20):
     return weights, sparse, dense
 
 
-def optimizer(kind, **kwargs):
-    cls = tf_bertopt.AdamWeightDecay if kind == "adamw" else tf_bertopt.LAMB
+def optimizer(flavour, kind, **kwargs):
+    api = harness.front_end(flavour)
+    cls = api.AdamWeightDecay if kind == "adamw" else api.LAMB
     return cls(learning_rate=0.01, weight_decay_rate=0.01, exclude_from_weight_decay=harness.EXCLUSIONS, **kwargs)
 
 
@@ -40,17 +40,17 @@ def assert_histories_equal(a, b):
 
 
 @pytest.mark.parametrize("kind", ["adamw", "lamb"])
-def test_sparse_gradient_equals_dense_gradient_with_clipping(kind):
+def test_sparse_gradient_equals_dense_gradient_with_clipping(flavour, kind):
     weights, sparse, dense = sparse_and_dense_streams()
-    from_sparse = harness.run_keras3(optimizer(kind, global_clipnorm=1.0), weights, sparse, sparse=[EMBEDDINGS])
-    from_dense = harness.run_keras3(optimizer(kind, global_clipnorm=1.0), weights, dense)
+    from_sparse = harness.run(flavour, optimizer(flavour, kind, global_clipnorm=1.0), weights, sparse, sparse=[EMBEDDINGS])
+    from_dense = harness.run(flavour, optimizer(flavour, kind, global_clipnorm=1.0), weights, dense)
     assert_histories_equal(from_sparse, from_dense)
 
 
 @pytest.mark.parametrize("kind", ["adamw", "lamb"])
-def test_sparse_gradient_equals_tf1_graph_fed_indexed_slices(kind):
+def test_sparse_gradient_equals_tf1_graph_fed_indexed_slices(flavour, kind):
     weights, sparse, _ = sparse_and_dense_streams()
-    ours = harness.run_keras3(optimizer(kind), weights, sparse, sparse=[EMBEDDINGS])
+    ours = harness.run(flavour, optimizer(flavour, kind), weights, sparse, sparse=[EMBEDDINGS])
     theirs = tf1_reference.run(kind == "lamb", weights, sparse, learning_rate=0.01, sparse=[EMBEDDINGS],
                                weight_decay_rate=0.01, exclude_from_weight_decay=harness.EXCLUSIONS)
     assert_histories_equal(ours, theirs)

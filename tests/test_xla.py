@@ -20,18 +20,18 @@ ULP_BOUND = 8
 
 
 @pytest.mark.parametrize("kind", ["adamw", "lamb"])
-def test_xla_training_within_ulp_bound_of_non_xla(kind):
+def test_xla_training_within_ulp_bound_of_non_xla(flavour, kind):
     weights = harness.initial_weights()
     stream = harness.gradient_steps(weights)
     config = test_parity.CONFIGS["bert_schedule_clipped"]
-    xla = harness.run_keras3(test_parity.make_optimizer(kind, config), weights, stream, jit_compile=True)
-    plain = test_parity.keras_history(kind, "bert_schedule_clipped")
+    xla = harness.run(flavour, test_parity.make_optimizer(flavour, kind, config), weights, stream, jit_compile=True)
+    plain = test_parity.keras_history(flavour, kind, "bert_schedule_clipped")
     worst = max(
         harness.max_scaled_ulp_difference(a, b)
         for x, y in zip(xla, plain)
         for name in x
         for a, b in zip(x[name], y[name])
     )
-    print(f"{kind}: max ulps XLA vs non-XLA = {worst}")
+    print(f"{flavour} {kind}: max ulps XLA vs non-XLA = {worst}")
     assert worst <= ULP_BOUND
     assert not np.array_equal(xla[-1]["layer_0/dense/kernel"][0], weights["layer_0/dense/kernel"])
