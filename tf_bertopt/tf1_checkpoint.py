@@ -25,7 +25,7 @@ import numpy as np
 
 # Slot suffix pairs (first moment, second moment) written by BERT-family optimizers.
 BERT_SLOT_FAMILIES: dict[tuple[str, str], str] = {
-    ("adam_m", "adam_v"): "BERT's AdamWeightDecayOptimizer (also ALBERT's LAMB and ELECTRA)",
+    ("adam_m", "adam_v"): "BERT's AdamWeightDecayOptimizer, ALBERT's LAMB or ELECTRA's optimizer",
     ("lamb_m", "lamb_v"): "the LAMBOptimizer built on BERT's AdamWeightDecayOptimizer",
 }
 
@@ -64,15 +64,17 @@ class TF1Checkpoint:
     Args:
         path: a checkpoint prefix (``.../model.ckpt-1000``) or a directory
             holding a ``checkpoint`` file (its latest checkpoint is read).
-        owner: the function name used in error messages.
+        owner: the function named in error messages (None: none).
 
     Raises:
         ValueError: the path holds no readable TF1 checkpoint (missing, not a
             checkpoint, or a TF2 object-based checkpoint).
     """
 
-    def __init__(self, path: str | os.PathLike, owner: str = "TF1Checkpoint"):
+    def __init__(self, path: str | os.PathLike, owner: str | None = "TF1Checkpoint"):
         import tensorflow as tf
+
+        owner = f"{owner}: " if owner else ""
 
         self.requested_path = os.fspath(path)
         try:
@@ -80,13 +82,13 @@ class TF1Checkpoint:
         except (tf.errors.OpError, ValueError) as error:
             reason = str(getattr(error, "message", error)).strip().splitlines()[0]
             raise ValueError(
-                f"{owner}: cannot read a TF1 checkpoint at checkpoint_path={self.requested_path!r}: {reason}"
+                f"{owner}cannot read a TF1 checkpoint at checkpoint_path={self.requested_path!r}: {reason}"
             ) from None
         shapes = self._reader.get_variable_to_shape_map()
         dtypes = self._reader.get_variable_to_dtype_map()
         if any(name.endswith(".ATTRIBUTES/VARIABLE_VALUE") for name in shapes):
             raise ValueError(
-                f"{owner}: checkpoint_path={self.requested_path!r} is a TF2 object-based checkpoint "
+                f"{owner}checkpoint_path={self.requested_path!r} is a TF2 object-based checkpoint "
                 "(written by tf.train.Checkpoint or Keras), not a TF1 name-based one; restore it with "
                 "tf.train.Checkpoint(model=..., optimizer=...).restore(path) instead."
             )
@@ -121,15 +123,27 @@ class TF1Checkpoint:
         return [family for family in BERT_SLOT_FAMILIES if any(counts[s] for s in family)]
 
     def describe_slots(self) -> str:
-        """One line per slot suffix found: how many variables carry it and who writes it."""
+        """Which slot suffixes the checkpoint holds, on how many variables, written by whom."""
         counts = self.slot_counts()
         if not counts:
             return "no optimizer slots (only model variables)"
-        lines = []
-        for suffix, count in sorted(counts.items()):
-            writer = next((w for f, w in BERT_SLOT_FAMILIES.items() if suffix in f), OTHER_SLOTS.get(suffix))
-            lines.append(f"{suffix} on {count} variable{'s' * (count != 1)}" + (f" ({writer})" if writer else ""))
-        return "; ".join(lines)
+        by_writer: dict[str, list[str]] = {}
+        for suffix in sorted(counts):
+            writer = next((w for f, w in BERT_SLOT_FAMILIES.items() if suffix in f), OTHER_SLOTS.get(suffix, ""))
+            by_writer.setdefault(writer, []).append(suffix)
+        parts = []
+        for writer, suffixes in by_writer.items():
+            numbers = sorted({counts[s] for s in suffixes})
+            if len(numbers) == 1:
+                text = f"{'/'.join(suffixes)} on {_variables(numbers[0])}"
+            else:
+                text = ", ".join(f"{s} on {_variables(counts[s])}" for s in suffixes)
+            parts.append(text + (f", written by {writer}" if writer else ""))
+        return "; ".join(parts)
+
+
+def _variables(count: int) -> str:
+    return f"{count} variable{'s' * (count != 1)}"
 
 
 def _resolved_prefix(tf, path: str) -> str:
@@ -169,7 +183,7 @@ def inspect(args: argparse.Namespace) -> int:
         from tf_bertopt.schedules import WarmupPolynomialDecaySpec
 
         spec = WarmupPolynomialDecaySpec(args.init_lr, args.train_steps, args.warmup_steps)
-    checkpoint = TF1Checkpoint(args.checkpoint, owner="inspect-tf1")
+    checkpoint = TF1Checkpoint(args.checkpoint, owner=None)
     print(f"TF1 checkpoint {checkpoint.path}")
     rows = [("variable", "shape", "dtype", "slots")]
     for name in checkpoint.variables:
