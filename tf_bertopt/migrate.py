@@ -170,8 +170,23 @@ class ImportReport:
         lines += _section("reshaped", [f"{k} <- {t}" for k, t in self.reshaped])
         lines += _section("missing", [str(p) for p in self.missing])
         lines += _section("shape/dtype mismatches", [str(p) for p in self.mismatched])
-        lines += _section("unused checkpoint entries", self.unused)
+        lines += _section("unused checkpoint entries", _with_slots_folded(self.unused))
         return "\n".join(lines)
+
+
+def _with_slots_folded(entries: list[str]) -> list[str]:
+    """``a/kernel``, ``a/kernel/adam_m`` -> ``a/kernel (+ adam_m)``."""
+    present = set(entries)
+    children: dict[str, list[str]] = {}
+    for entry in entries:
+        parent, _, suffix = entry.rpartition("/")
+        if parent in present:
+            children.setdefault(parent, []).append(suffix)
+    return [
+        entry + (f" (+ {', '.join(children[entry])})" if entry in children else "")
+        for entry in entries
+        if entry.rpartition("/")[0] not in present
+    ]
 
 
 def _section(title: str, items: list[str], limit: int = 10) -> list[str]:
