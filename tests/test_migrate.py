@@ -353,6 +353,18 @@ def test_loss_scale_optimizer_is_unwrapped(tmp_path, flavour):
     assert np.array_equal(optimizer.inner_optimizer.get_slots(variables[1])[0].numpy(), 2 * BIAS)
 
 
+def test_import_outside_the_strategy_scope_builds_and_loads_in_it(tmp_path, flavour):
+    """An optimizer made under a tf.distribute strategy cannot build outside its scope."""
+    prefix = checkpoint(tmp_path, state())
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
+        variables, optimizer = dense_variables(flavour=flavour), optimizer_of(flavour=flavour)
+    load_tf1_optimizer_state(optimizer, prefix, variables)
+    m, v = optimizer.get_slots(variables[0])
+    assert isinstance(v.value if flavour == "keras3" else v, tf.distribute.DistributedValues)
+    assert np.array_equal(v.numpy(), 3 * KERNEL) and int(optimizer.iterations.numpy()) == 7
+
+
 def test_optimizer_without_get_slots_is_a_type_error(tmp_path):
     prefix = checkpoint(tmp_path, state())
     with pytest.raises(TypeError, match="must be a tf_bertopt AdamWeightDecay or LAMB"):

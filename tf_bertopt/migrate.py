@@ -24,6 +24,7 @@ Example, a Keras model whose variable paths lack BERT's ``bert/`` prefix and
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import re
@@ -37,6 +38,7 @@ from tf_bertopt.tf1_checkpoint import BERT_SLOT_FAMILIES, EMA_SUFFIX, GLOBAL_STE
 NameMap = Union[Mapping[str, "str | None"], Callable[[str], "str | None"], None]
 
 _OWNER = "load_tf1_optimizer_state"
+_COUNTER = "the optimizer's iteration count"
 
 
 class RenameRules:
@@ -155,7 +157,7 @@ class ImportReport:
         return not self.missing and not self.mismatched
 
     def __str__(self) -> str:
-        total = len(self.matched) + len({p.variable for p in self.missing + self.mismatched if p.entry != GLOBAL_STEP})
+        total = len(self.matched) + len({p.variable for p in self.missing + self.mismatched if p.variable != _COUNTER})
         lines = [
             f"TF1 optimizer state from {self.checkpoint}",
             f"  slots {'/'.join(self.slot_names)}: {self.written_by}",
@@ -273,7 +275,8 @@ def load_tf1_optimizer_state(
     names = [name_matching.variable_name(v) for v in variables]
     tf1_names = _mapped(name_map, names)
     if not _is_built(optimizer):
-        optimizer.build(variables)
+        with _strategy_scope(inner):
+            optimizer.build(variables)
 
     report = ImportReport(checkpoint.path, suffixes, written_by)
     use_ema = bool(getattr(inner, "use_ema", False))
@@ -291,33 +294,24 @@ def load_tf1_optimizer_state(
         asked_for.update(entry for _, entry in targets)
         asked_for.update((tf1_name, f"{tf1_name}/{EMA_SUFFIX}"))
         checks = [_checked(checkpoint, target, entry, name, reshape) for target, entry in targets]
-        reshaped = "reshaped" in checks
         problems = [c for c in checks if isinstance(c, Problem)]
-        missing = [p for p in problems if p.kind == "missing"]
-        if len(missing) == len(targets) and tf1_name not in checkpoint.entries:
-            missing = [Problem(name, tf1_name, _absent_hint(checkpoint, tf1_name))]
-        report.missing += missing
-        report.mismatched += [p for p in problems if p.kind == "mismatch"]
         if problems:
+            _file_problems(report, checkpoint, problems, name, tf1_name, len(targets))
             continue
         report.matched.append((name, tf1_name))
-        if reshaped:
+        if "reshaped" in checks:
             report.reshaped.append((name, tf1_name))
         assignments += targets
         if use_ema:
-            ema_entry = f"{tf1_name}/{EMA_SUFFIX}"
-            average = _ema_average(inner, variable)
-            usable = ema_entry in checkpoint.entries and _checked(checkpoint, average, ema_entry, name, reshape) in (
-                None,
-                "reshaped",
-            )
+            average, ema_entry = _ema_average(inner, variable), f"{tf1_name}/{EMA_SUFFIX}"
+            usable = not isinstance(_checked(checkpoint, average, ema_entry, name, reshape), Problem)
             ema_entries.append((variable, average, ema_entry if usable else None))
 
     if global_step_name is not None:
         asked_for.add(global_step_name)
         report.global_step = checkpoint.global_step(global_step_name)
         if report.global_step is None:
-            report.missing.append(Problem("the optimizer's iteration count", global_step_name, "is not in the checkpoint"))
+            report.missing.append(Problem(_COUNTER, global_step_name, "is not in the checkpoint"))
     report.unused = [e for e in checkpoint.entries if e not in asked_for]
 
     if not report.complete and not allow_partial:
@@ -325,19 +319,28 @@ def load_tf1_optimizer_state(
             f"{_OWNER}: the checkpoint does not fit the variables (pass allow_partial=True to load what "
             f"matches):\n{report}"
         )
-    for target, entry in assignments:
-        target.assign(np.reshape(checkpoint.tensor(entry), tuple(target.shape)))
-    for variable, average, entry in ema_entries:
-        value = checkpoint.tensor(entry) if entry else np.asarray(variable.numpy())
-        average.assign(np.reshape(value, tuple(average.shape)))
+    with _strategy_scope(inner):
+        for target, entry in assignments:
+            target.assign(np.reshape(checkpoint.tensor(entry), tuple(target.shape)))
+        for variable, average, entry in ema_entries:
+            value = checkpoint.tensor(entry) if entry else np.asarray(variable.numpy())
+            average.assign(np.reshape(value, tuple(average.shape)))
+        if report.global_step is not None:
+            steps = int(getattr(inner, "gradient_accumulation_steps", None) or 1)
+            report.iterations = report.global_step * steps
+            _iteration_counter(inner).assign(report.iterations)
     if ema_entries:
         report.ema = "checkpoint" if all(entry for *_, entry in ema_entries) else "variables"
-    if report.global_step is not None:
-        steps = int(getattr(inner, "gradient_accumulation_steps", None) or 1)
-        report.iterations = report.global_step * steps
-        _iteration_counter(inner).assign(report.iterations)
     report.loaded = True
     return report
+
+
+def _file_problems(report, checkpoint, problems, name, tf1_name, needed) -> None:
+    missing = [p for p in problems if p.kind == "missing"]
+    if len(missing) == needed and tf1_name not in checkpoint.entries:
+        missing = [Problem(name, tf1_name, _absent_hint(checkpoint, tf1_name))]  # likely a name_map mistake
+    report.missing += missing
+    report.mismatched += [p for p in problems if p.kind == "mismatch"]
 
 
 def _innermost(optimizer):
@@ -350,6 +353,16 @@ def _innermost(optimizer):
             f"optionally inside a LossScaleOptimizer); received {type(optimizer).__module__}.{type(optimizer).__name__}."
         )
     return inner
+
+
+def _strategy_scope(optimizer):
+    """The scope of the tf.distribute strategy the optimizer was made under, if not entered already."""
+    import tensorflow as tf
+
+    strategy = getattr(optimizer, "_distribution_strategy", None)
+    if strategy is None or tf.distribute.has_strategy():
+        return contextlib.nullcontext()
+    return strategy.scope()
 
 
 def _is_built(optimizer) -> bool:
