@@ -134,7 +134,8 @@ def test_keras3_with_gradient_accumulation_the_counter_is_global_step_times_step
 
 def test_imported_step_gives_the_tf1_learning_rate(tf1_runs, flavour):
     prefix, _ = tf1_runs("lamb")
-    variables = list(harness.make_variables(flavour, {keras_name(n): w for n, w in script.initial_weights().items()}).values())
+    weights = {keras_name(n): w for n, w in script.initial_weights().items()}
+    variables = list(harness.make_variables(flavour, weights).values())
     api = harness.front_end(flavour)
     schedule = api.WarmupPolynomialDecay(SCHEDULE["init_lr"], SCHEDULE["num_train_steps"], SCHEDULE["num_warmup_steps"])
     optimizer = api.LAMB(schedule)
@@ -201,7 +202,8 @@ def test_albert_lamb_adam_slots_load_into_lamb(tmp_path):
     variables, optimizer = dense_variables(), optimizer_of("LAMB")
     report = load_tf1_optimizer_state(optimizer, prefix, variables)
     assert report.slot_names == ("adam_m", "adam_v")
-    assert np.array_equal(slot_values(optimizer, variables)[0][1], tf.train.load_checkpoint(prefix).get_tensor("dense/kernel/adam_v"))
+    expected = tf.train.load_checkpoint(prefix).get_tensor("dense/kernel/adam_v")
+    assert np.array_equal(slot_values(optimizer, variables)[0][1], expected)
 
 
 def test_missing_slot_is_an_error_naming_the_entry(tmp_path, flavour):
@@ -228,7 +230,8 @@ def test_wrong_dtype_is_an_error(tmp_path):
 def test_allow_partial_loads_what_fits_and_reports_the_rest(tmp_path, flavour):
     extra = {"cls/predictions/output_bias": BIAS, "cls/predictions/output_bias/adam_m": BIAS}
     prefix = checkpoint(tmp_path, dict(state(dense__bias__adam_v=None), **extra))
-    variables = dense_variables(flavour=flavour) + list(harness.make_variables(flavour, {"head/kernel": KERNEL}).values())
+    head = harness.make_variables(flavour, {"head/kernel": KERNEL})
+    variables = dense_variables(flavour=flavour) + list(head.values())
     optimizer = optimizer_of(flavour=flavour)
     report = load_tf1_optimizer_state(optimizer, prefix, variables, {"head/kernel": None}, allow_partial=True)
     assert report.matched == [("dense/kernel", "dense/kernel")]
@@ -239,7 +242,8 @@ def test_allow_partial_loads_what_fits_and_reports_the_rest(tmp_path, flavour):
     assert np.array_equal(kernel_m, 2 * KERNEL)
     assert not np.any(bias_m) and not np.any(bias_v)  # a variable loads whole or not at all
     text = str(report)
-    for fragment in ("1 of 2 variables", "1 skipped", "missing (1)", "dense/bias/adam_v", "cls/predictions/output_bias (+ adam_m)"):
+    for fragment in ("1 of 2 variables", "1 skipped", "missing (1)", "dense/bias/adam_v",
+                     "cls/predictions/output_bias (+ adam_m)"):
         assert fragment in text
 
 
@@ -264,16 +268,19 @@ def test_tf_train_adam_checkpoint_is_refused_saying_what_it_holds(tmp_path):
             session.run(v1.global_variables_initializer())
             session.run(train)
             prefix = v1.train.Saver().save(session, str(tmp_path / "adam.ckpt"))
-    with pytest.raises(ValueError, match=r"no BERT-family optimizer slots.*Adam/Adam_1 on 1 variable, written by tf.train.AdamOptimizer"):
+    found = r"no BERT-family optimizer slots.*Adam/Adam_1 on 1 variable, written by tf.train.AdamOptimizer"
+    with pytest.raises(ValueError, match=found):
         load_tf1_optimizer_state(optimizer_of(), prefix, dense_variables()[:1])
     optimizer, variables = optimizer_of(), dense_variables()[:1]
     load_tf1_optimizer_state(optimizer, prefix, variables, slot_names=("Adam", "Adam_1"))
-    assert np.array_equal(optimizer.get_slots(variables[0])[1].numpy(), tf.train.load_checkpoint(prefix).get_tensor("dense/kernel/Adam_1"))
+    expected = tf.train.load_checkpoint(prefix).get_tensor("dense/kernel/Adam_1")
+    assert np.array_equal(optimizer.get_slots(variables[0])[1].numpy(), expected)
 
 
 def test_checkpoint_without_optimizer_slots_is_refused(tmp_path):
     prefix = checkpoint(tmp_path, {"dense/kernel": KERNEL, "dense/bias": BIAS})
-    with pytest.raises(ValueError, match=r"no BERT-family optimizer slots.*no optimizer slots \(only model variables\)"):
+    found = r"no BERT-family optimizer slots.*no optimizer slots \(only model variables\)"
+    with pytest.raises(ValueError, match=found):
         load_tf1_optimizer_state(optimizer_of(), prefix, dense_variables())
 
 
@@ -287,7 +294,9 @@ def test_checkpoint_with_both_slot_families_needs_slot_names(tmp_path):
 
 @pytest.mark.parametrize("where", ["no_such_prefix", "empty_directory", "not_a_checkpoint"])
 def test_unreadable_path_is_a_clear_error(tmp_path, where):
-    path = {"no_such_prefix": tmp_path / "model.ckpt-5", "empty_directory": tmp_path, "not_a_checkpoint": tmp_path / "notes.txt"}[where]
+    paths = {"no_such_prefix": tmp_path / "model.ckpt-5", "empty_directory": tmp_path,
+             "not_a_checkpoint": tmp_path / "notes.txt"}
+    path = paths[where]
     (tmp_path / "notes.txt").write_text("not a checkpoint")
     with pytest.raises(ValueError, match=r"cannot read a TF1 checkpoint at checkpoint_path='.*'"):
         load_tf1_optimizer_state(optimizer_of(), str(path), dense_variables())
@@ -318,7 +327,8 @@ def test_name_map_dict_renames_and_keys_must_name_variables(tmp_path):
 
 
 def test_reshape_accepts_same_size_tensors_only_when_asked(tmp_path):
-    prefix = checkpoint(tmp_path, state(dense__kernel__adam_m=KERNEL.reshape(6), dense__kernel__adam_v=KERNEL.reshape(6)))
+    flat = KERNEL.reshape(6)
+    prefix = checkpoint(tmp_path, state(dense__kernel__adam_m=flat, dense__kernel__adam_v=flat))
     with pytest.raises(ValueError, match="has shape"):
         load_tf1_optimizer_state(optimizer_of(), prefix, dense_variables())
     optimizer, variables = optimizer_of(), dense_variables()
@@ -398,7 +408,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def run_cli(*args):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
-    return subprocess.run([sys.executable, "-m", "tf_bertopt", *args], capture_output=True, text=True, env=env, timeout=300)
+    command = [sys.executable, "-m", "tf_bertopt", *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
 
 
 def test_inspect_tf1_lists_variables_slots_global_step_and_learning_rate(tf1_runs):

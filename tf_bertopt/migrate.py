@@ -162,7 +162,8 @@ class ImportReport:
             f"TF1 optimizer state from {self.checkpoint}",
             f"  slots {'/'.join(self.slot_names)}: {self.written_by}",
             f"  {'loaded' if self.loaded else 'matched (nothing assigned)'}: "
-            f"{len(self.matched)} of {total} variables" + (f", {len(self.skipped)} skipped by name_map" if self.skipped else ""),
+            f"{len(self.matched)} of {total} variables"
+            + (f", {len(self.skipped)} skipped by name_map" if self.skipped else ""),
         ]
         if self.global_step is not None:
             counter = f" -> optimizer iterations {self.iterations}" if self.iterations is not None else ""
@@ -350,7 +351,8 @@ def _innermost(optimizer):
     if not hasattr(inner, "get_slots"):
         raise TypeError(
             f"{_OWNER}: `optimizer` must be a tf_bertopt AdamWeightDecay or LAMB (either Keras flavour, "
-            f"optionally inside a LossScaleOptimizer); received {type(optimizer).__module__}.{type(optimizer).__name__}."
+            "optionally inside a LossScaleOptimizer); received "
+            f"{type(optimizer).__module__}.{type(optimizer).__name__}."
         )
     return inner
 
@@ -399,7 +401,8 @@ def _ema_average(optimizer, variable):
 
 def _chosen_slot_names(checkpoint: TF1Checkpoint, slot_names) -> tuple[str, str]:
     if slot_names is not None:
-        if not (isinstance(slot_names, (tuple, list)) and len(slot_names) == 2 and all(isinstance(s, str) for s in slot_names)):
+        is_pair = isinstance(slot_names, (tuple, list)) and len(slot_names) == 2
+        if not (is_pair and all(isinstance(s, str) for s in slot_names)):
             raise ValueError(
                 f"{_OWNER}: `slot_names` must be None or a (first moment, second moment) pair of slot "
                 f"suffixes such as ('adam_m', 'adam_v'); received slot_names={slot_names!r}."

@@ -198,7 +198,8 @@ def inspect(args: argparse.Namespace) -> int:
     print(f"Optimizer slots: {checkpoint.describe_slots()}.")
     families = checkpoint.bert_families()
     if families:
-        print("Importable with tf_bertopt.migrate.load_tf1_optimizer_state: " + ", ".join("/".join(f) for f in families))
+        importable = ", ".join("/".join(family) for family in families)
+        print(f"Importable with tf_bertopt.migrate.load_tf1_optimizer_state: {importable}")
     step = checkpoint.global_step()
     print(f"global_step: {step if step is not None else 'none saved'}")
     if spec is not None:
