@@ -13,7 +13,7 @@ import importlib
 import sys
 
 # Modules providing subcommands, in the order `--help` lists them.
-COMMAND_MODULES = ("tf_bertopt.demo",)
+COMMAND_MODULES = ("tf_bertopt.demo", "tf_bertopt.tf1_checkpoint")
 
 
 def build_parser() -> argparse.ArgumentParser:
