@@ -105,7 +105,8 @@ def replica_loss(model, x, y):
     batch (and outputs): the sum over replicas is the global-batch mean."""
     import tensorflow as tf
 
-    return tf.reduce_sum(tf.square(model(x, training=True) - y)) / float(GLOBAL_BATCH * OUTPUTS)
+    prediction = tf.cast(model(x, training=True), tf.float32)  # float16/bfloat16 under mixed precision
+    return tf.reduce_sum(tf.square(prediction - y)) / float(GLOBAL_BATCH * OUTPUTS)
 
 
 def replica_batches(strategy, t):
