@@ -13,6 +13,7 @@ A result is a list with one entry per trainable variable (model order):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -53,6 +54,14 @@ def initial_weights() -> list[np.ndarray]:
         rng.normal(0.0, 0.5, (HIDDEN, OUTPUTS)).astype(np.float32),  # output/kernel
         rng.normal(0.0, 0.5, (OUTPUTS,)).astype(np.float32),  # output/bias
     ]
+
+
+def flavour_modules(flavour: str):
+    """``(keras module, tf_bertopt front end)`` of ``flavour`` ("keras3" or "tf_keras")."""
+    import importlib
+
+    keras = importlib.import_module("keras" if flavour == "keras3" else "tf_keras")
+    return keras, importlib.import_module(f"tf_bertopt.{flavour}")
 
 
 def build_model(keras):
@@ -125,7 +134,7 @@ def replica_batches(strategy, t):
     return local(x), local(y)
 
 
-def train_custom_loop(strategy, kind, *, jit_compile=False, replica_clip_norm=None, **overrides):
+def train_custom_loop(strategy, kind, *, flavour="keras3", jit_compile=False, replica_clip_norm=None, **overrides):
     """``STEPS`` updates with ``strategy.run``; each replica gets a contiguous
     slice of the global batch. ``jit_compile`` compiles the whole replica step
     (forward, backward, optimizer) with XLA. ``replica_clip_norm`` clips each
@@ -133,14 +142,12 @@ def train_custom_loop(strategy, kind, *, jit_compile=False, replica_clip_norm=No
     the loss of each replica being the mean over its own examples, as TF1 BERT
     did on TPU (each shard clipped the gradient of its mean loss, then the
     shards were summed)."""
-    import keras
     import tensorflow as tf
 
-    from tf_bertopt import keras3
-
+    keras, api = flavour_modules(flavour)
     with strategy.scope():
         model = build_model(keras)
-        optimizer = make_optimizer(keras3, kind, **overrides)
+        optimizer = make_optimizer(api, kind, **overrides)
         optimizer.build(model.trainable_variables)
 
     def step(x, y):
@@ -164,15 +171,12 @@ def train_custom_loop(strategy, kind, *, jit_compile=False, replica_clip_norm=No
     return state(model, optimizer)
 
 
-def train_fit(strategy, kind, *, jit_compile=False, **overrides):
+def train_fit(strategy, kind, *, flavour="keras3", jit_compile=False, **overrides):
     """``STEPS`` updates with ``model.fit`` (Keras splits each global batch over replicas)."""
-    import keras
-
-    from tf_bertopt import keras3
-
+    keras, api = flavour_modules(flavour)
     with strategy.scope():
         model = build_model(keras)
-        model.compile(optimizer=make_optimizer(keras3, kind, **overrides), loss="mse", jit_compile=jit_compile)
+        model.compile(optimizer=make_optimizer(api, kind, **overrides), loss="mse", jit_compile=jit_compile)
     x, y = dataset()
     model.fit(x, y, batch_size=GLOBAL_BATCH, epochs=1, shuffle=False, verbose=0)
     return state(model, model.optimizer)
@@ -222,26 +226,30 @@ def replica_gradients(replicas: int = 2) -> list[list[np.ndarray]]:
     return grads
 
 
-def loss_scaled_skip(strategy, kind):
+def loss_scaled_skip(strategy, kind, flavour="keras3"):
     """Mixed-precision loss scaling under ``strategy``: a finite step, a step whose
     gradient is inf on every replica, another finite step. Returns the states
     after each step and the loss scale after each step."""
-    import keras
     import tensorflow as tf
 
-    from tf_bertopt import keras3
-
+    keras, api = flavour_modules(flavour)
     with strategy.scope():
         model = build_model(keras)
-        optimizer = keras.optimizers.LossScaleOptimizer(make_optimizer(keras3, kind), initial_scale=2.0**10)
+        if flavour == "keras3":
+            optimizer = keras.optimizers.LossScaleOptimizer(make_optimizer(api, kind), initial_scale=2.0**10)
+            scale, unscale, current_scale = optimizer.scale_loss, lambda grads: grads, lambda: optimizer.dynamic_scale
+        else:  # tf-keras: the custom loop scales and unscales itself
+            optimizer = keras.mixed_precision.LossScaleOptimizer(make_optimizer(api, kind), initial_scale=2.0**10)
+            scale, unscale = optimizer.get_scaled_loss, optimizer.get_unscaled_gradients
+            current_scale = lambda: optimizer.loss_scale  # noqa: E731
         optimizer.build(model.trainable_variables)
 
     @tf.function
     def distributed_step(x, y, poison):
         def step(x, y):
             with tf.GradientTape() as tape:
-                loss = optimizer.scale_loss(replica_loss(model, x, y)) * poison
-            grads = tape.gradient(loss, model.trainable_variables)
+                loss = scale(replica_loss(model, x, y)) * poison
+            grads = unscale(tape.gradient(loss, model.trainable_variables))
             optimizer.apply_gradients(zip(grads, model.trainable_variables))
 
         strategy.run(step, args=(x, y))
@@ -250,7 +258,7 @@ def loss_scaled_skip(strategy, kind):
     for t, poison in enumerate([1.0, np.inf, 1.0]):
         distributed_step(*replica_batches(strategy, t), tf.constant(poison, tf.float32))
         states.append(state(model, optimizer))
-        scales.append(float(optimizer.dynamic_scale.numpy()))
+        scales.append(float(current_scale().numpy()))
     return states, scales
 
 
@@ -288,6 +296,18 @@ def mirrored_runs() -> dict:
         two, "adamw", global_clipnorm=None, replica_clip_norm=CLIPNORM
     )
     results["replica_clip/adamw/emulated"] = train_emulating_tf1_tpu_clipping("adamw", replicas=2)
+
+    # tf-keras: it sums over replicas before clipping on its own.
+    for kind in ("adamw", "lamb"):
+        results[f"tf_keras/loop/{kind}/single"] = train_custom_loop(
+            single, kind, flavour="tf_keras", use_ema=True, ema_momentum=0.5
+        )
+        results[f"tf_keras/loop/{kind}/mirrored"] = train_custom_loop(
+            two, kind, flavour="tf_keras", use_ema=True, ema_momentum=0.5
+        )
+    results["tf_keras/fit/lamb/mirrored"] = train_fit(two, "lamb", flavour="tf_keras")
+    results["tf_keras/fit/adamw/xla_mirrored"] = train_fit(one, "adamw", flavour="tf_keras", jit_compile=True)
+    results["tf_keras/loss_scale/adamw/mirrored"] = loss_scaled_skip(two, "adamw", flavour="tf_keras")
     return results
 
 
@@ -299,12 +319,195 @@ def multi_worker_run() -> dict:
     if strategy.num_replicas_in_sync != 2:
         raise RuntimeError(f"expected 2 replicas, got {strategy.num_replicas_in_sync}")
     return {
-        f"loop/{kind}/multi_worker": train_custom_loop(strategy, kind, use_ema=True, ema_momentum=0.5)
+        f"{prefix}loop/{kind}/multi_worker": train_custom_loop(
+            strategy, kind, flavour=flavour, use_ema=True, ema_momentum=0.5
+        )
+        for flavour, prefix in (("keras3", ""), ("tf_keras", "tf_keras/"))
         for kind in ("adamw", "lamb")
     }
 
 
-CASES = {"mirrored": mirrored_runs, "multi_worker": multi_worker_run}
+def free_ports(count: int) -> list[int]:
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def parameter_server_strategy(shards: int):
+    """A ``ParameterServerStrategy`` on an in-process cluster on 127.0.0.1 (one
+    worker, ``shards`` parameter servers) that splits variables into ``shards``."""
+    import tensorflow as tf
+
+    ports = iter(free_ports(shards + 2))
+    cluster = {
+        "chief": [f"127.0.0.1:{next(ports)}"],
+        "worker": [f"127.0.0.1:{next(ports)}"],
+        "ps": [f"127.0.0.1:{next(ports)}" for _ in range(shards)],
+    }
+    spec = tf.train.ClusterSpec(cluster)
+    servers = [
+        tf.distribute.Server(spec, job_name=job, task_index=i, protocol="grpc", start=True)
+        for job in ("worker", "ps")
+        for i in range(len(cluster[job]))
+    ]
+    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+        spec, task_type="chief", task_id=0, rpc_layer="grpc"
+    )
+    strategy = tf.distribute.experimental.ParameterServerStrategy(
+        resolver, variable_partitioner=tf.distribute.experimental.partitioners.FixedShardsPartitioner(shards)
+    )
+    strategy.servers = servers  # keep them alive as long as the strategy
+    return strategy
+
+
+def sharded_problem():
+    """A linear layer whose kernel rows differ in scale by shard: the first half
+    of the rows (shard 0) is 10x smaller, so each shard's own norms give
+    another trust ratio than the whole kernel's."""
+    rng = np.random.default_rng(9)
+    kernel = rng.normal(0.0, 1.0, (8, 3)).astype(np.float32)
+    kernel[:4] *= 0.1
+    bias = rng.normal(0.0, 1.0, (4,)).astype(np.float32)[:3]
+    x = rng.normal(0.0, 1.0, (STEPS, 16, 8)).astype(np.float32)
+    y = rng.normal(0.0, 1.0, (STEPS, 16, 3)).astype(np.float32)
+    return {"kernel": kernel, "bias": bias}, x, y
+
+
+def train_lamb_on_layout(layout: str, strategy=None, **lamb_args):
+    """``STEPS`` tf-keras LAMB updates of ``sharded_problem``'s layer, its variables
+    held as ``layout``: "sharded" (ShardedVariables of ``strategy``),
+    "whole" (one variable each) or "split" (two unrelated variables each, the
+    shards' values). Returns ``{name: (weight, m, v)}`` of the whole tensors."""
+    import tensorflow as tf
+
+    from tf_bertopt import tf_keras as api
+
+    start, x, y = sharded_problem()
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+    with scope:
+        if layout == "split":
+            parts = {n: [tf.Variable(p, name=f"{n}/part_{i}") for i, p in enumerate(np.array_split(w, 2))]
+                     for n, w in start.items()}
+        else:
+            parts = {n: tf.Variable(w, name=n) for n, w in start.items()}
+            if layout == "sharded":
+                assert all(len(v.variables) == 2 for v in parts.values()), "variables were not split"
+        optimizer = api.LAMB(learning_rate=0.05, exclude_from_weight_decay=["bias"], **lamb_args)
+
+    def members(name):
+        value = parts[name]
+        return list(value) if layout == "split" else (list(value.variables) if layout == "sharded" else [value])
+
+    trainable = [v for n in start for v in members(n)]
+
+    def whole(name):
+        return tf.concat([tf.convert_to_tensor(v) for v in members(name)], axis=0)
+
+    @tf.function
+    def step(inputs, targets):
+        def replica_fn(inputs, targets):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(tf.square(tf.matmul(inputs, whole("kernel")) + whole("bias") - targets))
+            optimizer.apply_gradients(zip(tape.gradient(loss, trainable), trainable))
+
+        if strategy is None:
+            return replica_fn(inputs, targets)
+        return strategy.run(replica_fn, args=(inputs, targets))
+
+    if strategy is None:
+        for t in range(STEPS):
+            step(x[t], y[t])
+    else:
+        coordinator = tf.distribute.experimental.coordinator.ClusterCoordinator(strategy)
+        for t in range(STEPS):
+            coordinator.schedule(step, args=(tf.constant(x[t]), tf.constant(y[t])))
+        coordinator.join()
+    result = {}
+    for name in start:
+        columns = [[v.numpy() for v in (var, *optimizer.get_slots(var))] for var in members(name)]
+        result[name] = tuple(np.concatenate(column, axis=0) for column in zip(*columns))
+    return result
+
+
+def sharded_runs() -> dict:
+    """tf-keras LAMB on variables split over two parameter servers, and on one device."""
+    strategy = parameter_server_strategy(shards=2)
+    return {
+        "sharded": train_lamb_on_layout("sharded", strategy),
+        "whole": train_lamb_on_layout("whole"),
+        "split": train_lamb_on_layout("split"),
+        "sharded/bias_correction": train_lamb_on_layout("sharded", strategy, bias_correction=True),
+        "whole/bias_correction": train_lamb_on_layout("whole", bias_correction=True),
+    }
+
+
+def ulps(a: np.ndarray, b: np.ndarray) -> float:
+    """max |a - b| in float32 ulps of b's largest magnitude."""
+    scale = np.float32(np.max(np.abs(b)))
+    difference = float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64))))
+    return difference / float(np.spacing(scale if scale else np.float32(0)))
+
+
+def start_child(case: str, output, **extra_env):
+    """Starts ``python distributed_cases.py CASE OUTPUT`` with the tf_bertopt the caller imported."""
+    import subprocess
+
+    import tf_bertopt
+
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(tf_bertopt.__file__)))
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, **extra_env)
+    env["PYTHONPATH"] = os.pathsep.join([package_root, tests_dir, env.get("PYTHONPATH", "")])
+    return subprocess.Popen(
+        [sys.executable, os.path.join(tests_dir, "distributed_cases.py"), case, str(output)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish_children(processes, timeout: float) -> list[str]:
+    """Waits for every child; returns the stderr tails of those that failed.
+    Kills any still running when the time is up or something goes wrong."""
+    import subprocess
+
+    try:
+        errors = []
+        for process in processes:
+            if process.returncode is not None:
+                continue  # waited for before
+            try:
+                _, stderr = process.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                errors.append(f"timed out after {timeout} s")
+                continue
+            if process.returncode != 0:
+                errors.append(stderr[-4000:])
+        return errors
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+
+
+def run_in_child(case: str, output, timeout: float) -> dict:
+    errors = finish_children([start_child(case, output)], timeout)
+    if errors:
+        raise AssertionError(f"{case} runs failed:\n{errors[0]}")
+    with open(output, "rb") as stream:
+        return pickle.load(stream)
+
+
+CASES = {"mirrored": mirrored_runs, "multi_worker": multi_worker_run, "sharded": sharded_runs}
 
 if __name__ == "__main__":
     case, output = sys.argv[1], sys.argv[2]

@@ -1,4 +1,4 @@
-"""N replicas give the numbers of one device on the same global batch (Keras 3).
+"""N replicas give the numbers of one device on the same global batch (Keras 3 and tf-keras).
 
 The training runs happen in child processes (``distributed_cases.py``): one
 with two logical CPUs for ``MirroredStrategy``, and two ``MultiWorkerMirroredStrategy``
@@ -16,108 +16,70 @@ weights by millions of such ulps.
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import distributed_cases as cases
-import tf_bertopt
 
 ULPS = 32
 KINDS = ["adamw", "lamb"]
-TESTS_DIR = Path(__file__).resolve().parent
-PACKAGE_ROOT = Path(tf_bertopt.__file__).resolve().parents[1]
+FLAVOURS = {"keras3": "", "tf_keras": "tf_keras/"}  # result-name prefixes
 
 
-def _environment(**extra) -> dict:
-    env = dict(os.environ, **extra)
-    env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE_ROOT), str(TESTS_DIR), env.get("PYTHONPATH", "")])
-    return env
+def _start_workers(folder, attempt):
+    workers = [f"127.0.0.1:{port}" for port in cases.free_ports(2)]
+    outputs = [folder / f"worker_{i}_{attempt}.pkl" for i in range(2)]
+    processes = [
+        cases.start_child(
+            "multi_worker",
+            outputs[i],
+            TF_CONFIG=json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}}),
+        )
+        for i in range(2)
+    ]
+    return outputs, processes
 
 
-def _start(case: str, output: Path, **extra_env) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, str(TESTS_DIR / "distributed_cases.py"), case, str(output)],
-        env=_environment(**extra_env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _finish(processes: list[subprocess.Popen], timeout: float) -> list[str]:
-    """Waits for all; kills every one still running on timeout or on a failure."""
-    try:
-        errors = []
-        for process in processes:
-            _, stderr = process.communicate(timeout=timeout)
-            if process.returncode != 0:
-                errors.append(stderr[-4000:])
-        return errors
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-@pytest.fixture(scope="module")
-def mirrored(tmp_path_factory):
-    output = tmp_path_factory.mktemp("mirrored") / "results.pkl"
-    errors = _finish([_start("mirrored", output)], timeout=400)
-    assert not errors, errors[0]
-    with open(output, "rb") as stream:
+def _load(path):
+    with open(path, "rb") as stream:
         return pickle.load(stream)
 
 
 @pytest.fixture(scope="module")
-def multi_worker(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("multi_worker")
-    for attempt in range(2):  # a free port can be taken between our probe and the worker's bind
-        workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
-        outputs = [folder / f"worker_{i}_{attempt}.pkl" for i in range(2)]
-        processes = [
-            _start(
-                "multi_worker",
-                outputs[i],
-                TF_CONFIG=json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}}),
-            )
-            for i in range(2)
-        ]
-        errors = _finish(processes, timeout=300)
-        if not errors:
-            break
-        if attempt == 1 or not any("in use" in e.lower() for e in errors):
-            pytest.fail("MultiWorkerMirroredStrategy workers failed:\n" + "\n----\n".join(errors))
-    results = []
-    for output in outputs:
-        with open(output, "rb") as stream:
-            results.append(pickle.load(stream))
-    return results
+def children(tmp_path_factory):
+    """Starts the Mirrored process and both workers at once, so that their
+    start-up overlaps; whatever is still running at the end is killed."""
+    folder = tmp_path_factory.mktemp("distributed")
+    started = {
+        "mirrored": ([folder / "mirrored.pkl"], [cases.start_child("mirrored", folder / "mirrored.pkl")]),
+        "multi_worker": _start_workers(folder, 0),
+        "folder": folder,
+    }
+    yield started
+    cases.finish_children(started["mirrored"][1] + started["multi_worker"][1], timeout=0)
 
 
-def ulps(a: np.ndarray, b: np.ndarray) -> float:
-    """max |a - b| in float32 ulps of b's largest magnitude."""
-    scale = np.float32(np.max(np.abs(b)))
-    difference = float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64))))
-    return difference / float(np.spacing(scale)) if scale else difference / float(np.spacing(np.float32(0)))
+@pytest.fixture(scope="module")
+def mirrored(children):
+    (output,), processes = children["mirrored"]
+    errors = cases.finish_children(processes, timeout=400)
+    assert not errors, "MirroredStrategy runs failed:\n" + errors[0]
+    return _load(output)
+
+
+@pytest.fixture(scope="module")
+def multi_worker(children):
+    outputs, processes = children["multi_worker"]
+    errors = cases.finish_children(processes, timeout=300)
+    if errors and any("in use" in e.lower() for e in errors):
+        # A port we probed as free was taken before the worker bound it: once more.
+        outputs, processes = _start_workers(children["folder"], 1)
+        children["multi_worker"] = (outputs, processes)
+        errors = cases.finish_children(processes, timeout=300)
+    assert not errors, "MultiWorkerMirroredStrategy workers failed:\n" + "\n----\n".join(errors)
+    return [_load(output) for output in outputs]
 
 
 def assert_same_training(ours, reference, tolerance=ULPS):
@@ -126,7 +88,7 @@ def assert_same_training(ours, reference, tolerance=ULPS):
     for index, (row, expected) in enumerate(zip(ours, reference)):
         for column, (a, b) in enumerate(zip(row, expected)):
             assert a.shape == b.shape
-            distance = ulps(a, b)
+            distance = cases.ulps(a, b)
             assert distance <= tolerance, f"variable {index}, column {column}: {distance:.1f} ulps"
 
 
@@ -142,15 +104,17 @@ def test_clipping_is_active_and_per_replica_clipping_would_differ(mirrored):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_mirrored_custom_loop_equals_one_device(mirrored, kind):
-    assert_same_training(mirrored[f"loop/{kind}/mirrored"], mirrored[f"loop/{kind}/single"])
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_mirrored_custom_loop_equals_one_device(mirrored, flavour, kind):
+    prefix = FLAVOURS[flavour]
+    assert_same_training(mirrored[f"{prefix}loop/{kind}/mirrored"], mirrored[f"{prefix}loop/{kind}/single"])
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_mirrored_model_fit_equals_one_device(mirrored, kind):
+@pytest.mark.parametrize("name", ["fit/adamw", "fit/lamb", "tf_keras/fit/lamb"])
+def test_mirrored_model_fit_equals_one_device(mirrored, name):
     # The one-device run has EMA on; EMA does not touch weights or slots.
-    reference = [row[:3] for row in mirrored[f"loop/{kind}/single"]]
-    assert_same_training(mirrored[f"fit/{kind}/mirrored"], reference)
+    reference = [row[:3] for row in mirrored[name.replace("fit/", "loop/") + "/single"]]
+    assert_same_training(mirrored[f"{name}/mirrored"], reference)
 
 
 @pytest.mark.parametrize("kind, clip", [("adamw", "clipnorm"), ("lamb", "clipvalue")])
@@ -161,7 +125,7 @@ def test_mirrored_clipnorm_and_clipvalue_clip_the_summed_gradient(mirrored, kind
 def test_tolerance_tells_per_replica_clipping_apart(mirrored):
     """Guards the tests above: clipping per replica is far outside the tolerance."""
     ours, reference = mirrored["replica_clip/adamw/mirrored"], mirrored["loop/adamw/single"]
-    assert max(ulps(row[0], expected[0]) for row, expected in zip(ours, reference)) > 1000 * ULPS
+    assert max(cases.ulps(row[0], expected[0]) for row, expected in zip(ours, reference)) > 1000 * ULPS
 
 
 def test_tf1_tpu_clipping_reproduced_by_clipping_before_apply_gradients(mirrored):
@@ -171,14 +135,15 @@ def test_tf1_tpu_clipping_reproduced_by_clipping_before_apply_gradients(mirrored
             np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("kind, runner", [("adamw", "fit"), ("lamb", "loop")])
-def test_xla_compiled_distributed_step_equals_one_device(mirrored, kind, runner):
-    reference = [row[:3] for row in mirrored[f"loop/{kind}/single"]]
-    assert_same_training(mirrored[f"{runner}/{kind}/xla_mirrored"], reference)
+@pytest.mark.parametrize("name", ["fit/adamw", "loop/lamb", "tf_keras/fit/adamw"])
+def test_xla_compiled_distributed_step_equals_one_device(mirrored, name):
+    reference = [row[:3] for row in mirrored[name.replace("fit/", "loop/") + "/single"]]
+    assert_same_training(mirrored[f"{name}/xla_mirrored"], reference)
 
 
-def test_loss_scale_skips_a_non_finite_step_on_every_replica(mirrored):
-    states, scales = mirrored["loss_scale/lamb/mirrored"]
+@pytest.mark.parametrize("name", ["loss_scale/lamb", "tf_keras/loss_scale/adamw"])
+def test_loss_scale_skips_a_non_finite_step_on_every_replica(mirrored, name):
+    states, scales = mirrored[f"{name}/mirrored"]
     assert scales == [1024.0, 512.0, 512.0]
     for before, after in zip(states[0], states[1]):
         for a, b in zip(before, after):
@@ -188,6 +153,8 @@ def test_loss_scale_skips_a_non_finite_step_on_every_replica(mirrored):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_multi_worker_mirrored_equals_one_device(mirrored, multi_worker, kind):
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_multi_worker_mirrored_equals_one_device(mirrored, multi_worker, flavour, kind):
+    prefix = FLAVOURS[flavour]
     for worker in multi_worker:
-        assert_same_training(worker[f"loop/{kind}/multi_worker"], mirrored[f"loop/{kind}/single"])
+        assert_same_training(worker[f"{prefix}loop/{kind}/multi_worker"], mirrored[f"{prefix}loop/{kind}/single"])
