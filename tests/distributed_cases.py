@@ -228,8 +228,8 @@ def replica_gradients(replicas: int = 2) -> list[list[np.ndarray]]:
 
 def loss_scaled_skip(strategy, kind, flavour="keras3"):
     """Mixed-precision loss scaling under ``strategy``: a finite step, a step whose
-    gradient is inf on every replica, another finite step. Returns the states
-    after each step and the loss scale after each step."""
+    gradient is inf on every replica, another finite step. Returns, after each
+    step, the state, the loss scale and the inner optimizer's update count."""
     import tensorflow as tf
 
     keras, api = flavour_modules(flavour)
@@ -254,12 +254,13 @@ def loss_scaled_skip(strategy, kind, flavour="keras3"):
 
         strategy.run(step, args=(x, y))
 
-    states, scales = [], []
+    states, scales, updates = [], [], []
     for t, poison in enumerate([1.0, np.inf, 1.0]):
         distributed_step(*replica_batches(strategy, t), tf.constant(poison, tf.float32))
         states.append(state(model, optimizer))
         scales.append(float(current_scale().numpy()))
-    return states, scales
+        updates.append(int(strategy.experimental_local_results(optimizer.inner_optimizer.iterations)[0].numpy()))
+    return states, scales, updates
 
 
 def configure_logical_cpus(count: int) -> None:

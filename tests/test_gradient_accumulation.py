@@ -13,7 +13,7 @@ import tensorflow as tf
 
 import harness
 import reference_numpy
-import tf_bertopt
+from tf_bertopt import keras3
 
 MICRO = 3
 UPDATES = 5
@@ -27,8 +27,8 @@ KIND_ARGS = {
 
 
 def make_optimizer(kind, **keras_args):
-    cls = tf_bertopt.AdamWeightDecay if kind == "adamw" else tf_bertopt.LAMB
-    schedule = tf_bertopt.WarmupPolynomialDecay(INIT_LR, DECAY_STEPS, WARMUP)
+    cls = keras3.AdamWeightDecay if kind == "adamw" else keras3.LAMB
+    schedule = keras3.WarmupPolynomialDecay(INIT_LR, DECAY_STEPS, WARMUP)
     return cls(learning_rate=schedule, global_clipnorm=CLIP, **KIND_ARGS[kind], **NAME_ARGS, **keras_args)
 
 
