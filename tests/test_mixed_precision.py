@@ -169,7 +169,11 @@ def test_float16_variable_gets_float16_slots_and_float16_update(flavour, kind):
     m, v = optimizer.get_slots(variable)
     assert dtype_names([variable, m, v]) == {"float16"}
     reference = reference_numpy.run(
-        kind, {"kernel": start}, [{"kernel": g.astype(np.float64)} for g in grads], lambda t: 0.01, weight_decay_rate=0.01
+        kind,
+        {"kernel": start},
+        [{"kernel": g.astype(np.float64)} for g in grads],
+        lambda t: 0.01,
+        weight_decay_rate=0.01,
     )[-1]["kernel"]
     # float16 keeps ~3 decimal digits; the slots' v is ~1e-3 * g^2.
     for ours, expected in zip((variable, m, v), reference):

@@ -286,7 +286,10 @@ class LambMixin:
         r  = r1/r2 if r1 > 0 and r2 > 0 else 1.0    # r = 1 if w is not adapted
         w <- w - (lr*r)*u
 
-    Float32 results are bit-identical to the TF1 ``LAMBOptimizer``.
+    Float32 results are bit-identical to the TF1 ``LAMBOptimizer``. A variable
+    split into shards (a ``ShardedVariable`` of ``ParameterServerStrategy``
+    with a ``variable_partitioner``, tf-keras) is one variable: its norms are
+    taken over all its shards.
 
     Reference: You et al., "Large Batch Optimization for Deep Learning:
     Training BERT in 76 minutes" (https://arxiv.org/abs/1904.00962).
@@ -385,7 +388,14 @@ class LambMixin:
     def _updated_shards(self, indices, weights, grads, ms, vs, learning_rate, placement=None):
         # One variable, one decision: the first shard's name decides for all.
         return update_rules.lamb_update_shards(
-            weights, grads, ms, vs, learning_rate, self.iterations, placement=placement, **self._lamb_options(indices[0])
+            weights,
+            grads,
+            ms,
+            vs,
+            learning_rate,
+            self.iterations,
+            placement=placement,
+            **self._lamb_options(indices[0]),
         )
 
 
