@@ -26,9 +26,15 @@ from tf_bertopt import name_matching, update_rules, validation
 from tf_bertopt.schedules import WarmupPolynomialDecaySpec
 
 FLAVOUR_NAMES = {"keras3": "Keras 3", "tf_keras": "tf-keras (Keras 2)"}
-# The function of each flavour that turns a `compile(optimizer=...)` argument
-# into an optimizer, and fails on the other flavour's optimizers.
-_OPTIMIZER_GETTERS = {"keras3": ("keras.src.optimizers", "get"), "tf_keras": ("tf_keras.src.optimizers", "get")}
+# Where each flavour rejects an optimizer it does not know, with an error
+# message that formats the object: (module, function).
+_REJECTING_FUNCTIONS = {
+    "keras3": {("keras.src.optimizers", "get")},  # what compile(optimizer=...) calls
+    "tf_keras": {
+        ("tf_keras.src.optimizers", "get"),
+        ("tf_keras.src.mixed_precision.loss_scale_optimizer", "__call__"),  # LossScaleOptimizer(...)
+    },
+}
 
 
 def refuse_keras_weight_decay(owner: str, weight_decay) -> None:
@@ -57,7 +63,7 @@ def checked_learning_rate(owner: str, learning_rate, schedule_class: type, flavo
         return learning_rate
     foreign = [c for c in type(learning_rate).__mro__ if c.__name__ == "LearningRateSchedule"]
     if foreign:
-        other = next(f for f in FLAVOUR_NAMES if f != flavour)
+        other = _other(flavour)
         raise TypeError(
             f"{owner}: `learning_rate` is a {foreign[0].__module__.split('.')[0]} "
             f"LearningRateSchedule ({type(learning_rate).__name__}), but this is the "
@@ -70,15 +76,18 @@ def checked_learning_rate(owner: str, learning_rate, schedule_class: type, flavo
     return validation.non_negative(owner, "learning_rate", learning_rate)
 
 
+def _other(flavour: str) -> str:
+    return next(f for f in FLAVOUR_NAMES if f != flavour)
+
+
 def wrong_flavour_message(optimizer) -> str:
-    cls, flavour = type(optimizer), optimizer.flavour
-    other = next(f for f in FLAVOUR_NAMES if f != flavour)
+    name, flavour = type(optimizer).__name__, optimizer.flavour
+    other = _other(flavour)
     return (
-        f"tf_bertopt.{flavour}.{cls.__name__} is a {FLAVOUR_NAMES[flavour]} optimizer, but it was given "
-        f"to {FLAVOUR_NAMES[other]} (a {FLAVOUR_NAMES[other]} model or optimizer wrapper). Use "
-        f"tf_bertopt.{other}.{cls.__name__} there. tf_bertopt.{cls.__name__} follows `tf.keras`: the "
-        "tf-keras class when TF_USE_LEGACY_KERAS=1 is set before TensorFlow is imported, the Keras 3 "
-        "class otherwise."
+        f"tf_bertopt.{flavour}.{name} is a {FLAVOUR_NAMES[flavour]} optimizer; it cannot be used by "
+        f"{FLAVOUR_NAMES[other]}. Use tf_bertopt.{other}.{name} with {FLAVOUR_NAMES[other]} models "
+        f"and wrappers. (tf_bertopt.{name} follows `tf.keras`: the tf-keras class when "
+        "TF_USE_LEGACY_KERAS=1 is set before TensorFlow is imported, the Keras 3 class otherwise.)"
     )
 
 
@@ -178,13 +187,12 @@ class BertOptimizerMixin:
         return self._layer_adaptation[self._get_variable_index(variable)]
 
     def __format__(self, format_spec):
-        # Each flavour's `optimizers.get` (what `compile` calls) ends, for an
-        # object it does not know, in ValueError(f"Could not interpret
-        # optimizer identifier: {identifier}"). Formatting us there is the one
-        # moment we can tell the user which class they need instead.
+        # The other flavour's `optimizers.get` (what `compile` calls) ends, for
+        # an object it does not know, in ValueError(f"Could not interpret
+        # optimizer identifier: {identifier}"). Being formatted there is the
+        # one moment we can tell the user which class they need instead.
         caller = sys._getframe(1)
-        module, function = _OPTIMIZER_GETTERS.get(next(f for f in FLAVOUR_NAMES if f != self.flavour), ("", ""))
-        if caller.f_globals.get("__name__") == module and caller.f_code.co_name == function:
+        if (caller.f_globals.get("__name__"), caller.f_code.co_name) in _REJECTING_FUNCTIONS[_other(self.flavour)]:
             raise TypeError(wrong_flavour_message(self))
         return super().__format__(format_spec)
 

@@ -132,6 +132,19 @@ class BertOptimizer(front_end.BertOptimizerMixin, tf_keras.optimizers.Optimizer)
         config["learning_rate"] = self._serialize_hyperparameter(self._learning_rate)
         return config
 
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        # Loading an h5 file, tf-keras deserializes in its legacy mode, which
+        # looks a schedule up by its bare class name and ignores the
+        # "registered_name" that get_config wrote: tell it where to look.
+        config = dict(config)  # tf-keras replaces the schedule's dict in place
+        schedule = config.get("learning_rate")
+        if isinstance(schedule, dict) and schedule.get("registered_name"):
+            registered = tf_keras.saving.get_registered_object(schedule["registered_name"], custom_objects)
+            if registered is not None:
+                custom_objects = {schedule["class_name"]: registered, **(custom_objects or {})}
+        return super().from_config(config, custom_objects=custom_objects)
+
     def _compute_current_learning_rate(self):
         # Called by apply_gradients before any update; schedules see
         # `self.iterations`, the number of updates done.
