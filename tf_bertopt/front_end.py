@@ -196,8 +196,16 @@ class BertOptimizerMixin:
             raise TypeError(wrong_flavour_message(self))
         return super().__format__(format_spec)
 
+    # Whether the update of one shard of a sharded variable needs the other
+    # shards (LAMB's norms are over the whole variable).
+    updates_shards_together: bool = False
+
     def _updated(self, index, weight, grad, m, v, learning_rate):
         """``(new_weight, new_m, new_v)`` of the variable at ``index``."""
+        raise NotImplementedError
+
+    def _updated_shards(self, indices, weights, grads, ms, vs, learning_rate, placement=None):
+        """``[(new_weight, new_m, new_v)]`` of the shards at ``indices``, which together are one variable."""
         raise NotImplementedError
 
 
@@ -286,7 +294,10 @@ class LambMixin:
         r  = r1/r2 if r1 > 0 and r2 > 0 else 1.0    # r = 1 if w is not adapted
         w <- w - (lr*r)*u
 
-    Float32 results are bit-identical to the TF1 ``LAMBOptimizer``.
+    Float32 results are bit-identical to the TF1 ``LAMBOptimizer``. A variable
+    split into shards (a ``ShardedVariable`` of ``ParameterServerStrategy``
+    with a ``variable_partitioner``, tf-keras) is one variable: its norms are
+    taken over all its shards.
 
     Reference: You et al., "Large Batch Optimization for Deep Learning:
     Training BERT in 76 minutes" (https://arxiv.org/abs/1904.00962).
@@ -365,14 +376,10 @@ class LambMixin:
         )
         return config
 
-    def _updated(self, index, weight, grad, m, v, learning_rate):
-        return update_rules.lamb_update(
-            weight,
-            grad,
-            m,
-            v,
-            learning_rate,
-            self.iterations,
+    updates_shards_together = True
+
+    def _lamb_options(self, index):
+        return dict(
             beta_1=self.beta_1,
             beta_2=self.beta_2,
             epsilon=self.epsilon,
@@ -381,6 +388,22 @@ class LambMixin:
             bias_correction=self.bias_correction,
             weight_norm_bounds=self.weight_norm_bounds,
             trust_ratio_bounds=self.trust_ratio_bounds,
+        )
+
+    def _updated(self, index, weight, grad, m, v, learning_rate):
+        return update_rules.lamb_update(weight, grad, m, v, learning_rate, self.iterations, **self._lamb_options(index))
+
+    def _updated_shards(self, indices, weights, grads, ms, vs, learning_rate, placement=None):
+        # One variable, one decision: the first shard's name decides for all.
+        return update_rules.lamb_update_shards(
+            weights,
+            grads,
+            ms,
+            vs,
+            learning_rate,
+            self.iterations,
+            placement=placement,
+            **self._lamb_options(indices[0]),
         )
 
 

@@ -17,6 +17,8 @@ reproduces TF1 bit for bit:
 
 from __future__ import annotations
 
+import contextlib
+
 import tensorflow as tf
 
 
@@ -53,9 +55,24 @@ def add_weight_decay(update, weight, rate: float):
     return update + _const(rate, weight) * weight
 
 
+def squared_norm(tensor):
+    """``sum(x^2)`` over the whole tensor."""
+    return tf.reduce_sum(tf.square(tensor))
+
+
 def l2_norm(tensor):
     """``sqrt(sum(x^2))`` over the whole tensor, with TF1's operations."""
-    return tf.sqrt(tf.reduce_sum(tf.square(tensor)))
+    return tf.sqrt(squared_norm(tensor))
+
+
+def l2_norm_of_parts(squared_norms):
+    """The norm of a tensor held in parts, from each part's ``squared_norm``.
+
+    For one part this is ``l2_norm`` itself, operation for operation.
+    """
+    if len(squared_norms) == 1:
+        return tf.sqrt(squared_norms[0])
+    return tf.sqrt(tf.add_n(list(squared_norms)))
 
 
 def trust_ratio(weight_norm, update_norm, weight_norm_bounds=None, trust_ratio_bounds=None):
@@ -140,19 +157,79 @@ def lamb_update(
     trust_ratio_bounds=None,
 ):
     """One LAMB step on a whole (unsharded) variable; returns ``(new_weight, new_m, new_v)``."""
-    update, next_m, next_v = lamb_direction(
-        weight,
-        grad,
-        m,
-        v,
+    return lamb_update_shards(
+        [weight],
+        [grad],
+        [m],
+        [v],
+        learning_rate,
         step,
         beta_1=beta_1,
         beta_2=beta_2,
         epsilon=epsilon,
         weight_decay_rate=weight_decay_rate,
+        layer_adaptation=layer_adaptation,
         bias_correction=bias_correction,
-    )
+        weight_norm_bounds=weight_norm_bounds,
+        trust_ratio_bounds=trust_ratio_bounds,
+    )[0]
+
+
+def lamb_update_shards(
+    weights,
+    grads,
+    ms,
+    vs,
+    learning_rate,
+    step,
+    *,
+    beta_1,
+    beta_2,
+    epsilon,
+    weight_decay_rate,
+    layer_adaptation=True,
+    bias_correction=False,
+    weight_norm_bounds=None,
+    trust_ratio_bounds=None,
+    placement=None,
+):
+    """One LAMB step on a variable held as shards (the parts of a ``ShardedVariable``).
+
+    ``weights``, ``grads``, ``ms``, ``vs`` hold the shards' values in the same
+    order. The trust ratio uses the norms of the whole variable, summed from
+    each shard's ``squared_norm``; everything else is element-wise. Returns
+    ``[(new_weight, new_m, new_v)]`` per shard. ``placement(i)``, if given, is a
+    context manager under which the operations of shard ``i`` are built (to
+    keep them on that shard's device).
+    """
+    place = placement or (lambda index: contextlib.nullcontext())
+    directions, weight_norms, update_norms = [], [], []
+    for i, (weight, grad, m, v) in enumerate(zip(weights, grads, ms, vs)):
+        with place(i):
+            directions.append(
+                lamb_direction(
+                    weight,
+                    grad,
+                    m,
+                    v,
+                    step,
+                    beta_1=beta_1,
+                    beta_2=beta_2,
+                    epsilon=epsilon,
+                    weight_decay_rate=weight_decay_rate,
+                    bias_correction=bias_correction,
+                )
+            )
+            if layer_adaptation:
+                weight_norms.append(squared_norm(weight))
+                update_norms.append(squared_norm(directions[-1][0]))
     ratio = None
     if layer_adaptation:
-        ratio = trust_ratio(l2_norm(weight), l2_norm(update), weight_norm_bounds, trust_ratio_bounds)
-    return lamb_apply(weight, update, learning_rate, ratio), next_m, next_v
+        ratio = trust_ratio(
+            l2_norm_of_parts(weight_norms), l2_norm_of_parts(update_norms), weight_norm_bounds, trust_ratio_bounds
+        )
+    results = []
+    for i, (weight, (update, next_m, next_v)) in enumerate(zip(weights, directions)):
+        with place(i):
+            results.append((lamb_apply(weight, update, learning_rate, ratio), next_m, next_v))
+    return results

@@ -27,8 +27,9 @@ KERAS_KEYWORDS_DOC = """
     in every Keras optimizer, with three deliberate differences:
 
     * ``global_clipnorm`` clips with ``tf.clip_by_global_norm`` (as TF1 BERT
-      did, bit for bit) and, under ``tf.distribute``, clips the gradient
-      summed over replicas, so N replicas give the numbers of one device.
+      did, bit for bit). Under ``tf.distribute`` it, ``clipnorm`` and
+      ``clipvalue`` clip the gradient summed over replicas (Keras clips each
+      replica's own), so N replicas give the numbers of one device.
     * With ``gradient_accumulation_steps``, the learning-rate schedule (and
       LAMB's bias correction) advance once per optimizer update, not per
       micro-batch: BERT's ``num_train_steps`` counts updates.
@@ -101,16 +102,17 @@ class BertOptimizer(front_end.BertOptimizerMixin, keras.optimizers.Optimizer):
         return super()._get_current_learning_rate()
 
     def _clip_gradients(self, grads):
-        grads = [_dense(g) for g in grads]
-        if self.global_clipnorm:
-            return grads  # clipped in _backend_update_step, after the cross-replica sum
-        return super()._clip_gradients(grads)
+        # Every kind of clipping waits for the cross-replica sum in
+        # _backend_update_step, so that N replicas clip what one device would.
+        return [_dense(g) for g in grads]
 
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
         variables = [v.value if isinstance(v, keras.Variable) else v for v in trainable_variables]
         grads = [g for g, _ in self._all_reduce_sum_gradients(list(zip(grads, variables)))]
         if self.global_clipnorm:
             grads, _ = tf.clip_by_global_norm(grads, self.global_clipnorm)
+        else:
+            grads = super()._clip_gradients(grads)  # clipnorm, clipvalue
         tf.__internal__.distribute.interim.maybe_merge_call(
             self._distributed_tf_update_step, self._distribution_strategy, list(zip(grads, variables)), learning_rate
         )

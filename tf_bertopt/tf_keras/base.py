@@ -107,6 +107,22 @@ class BertOptimizer(front_end.BertOptimizerMixin, tf_keras.optimizers.Optimizer)
             self._m.append(self.add_variable_from_reference(variable, self.slot_names[0]))
             self._v.append(self.add_variable_from_reference(variable, self.slot_names[1]))
         self._decide_per_variable(var_list)
+        self._find_shard_groups(var_list)
+
+    def _find_shard_groups(self, var_list) -> None:
+        # Under ParameterServerStrategy with a variable_partitioner, a model
+        # variable reaches us as the shards of a ShardedVariable. For LAMB they
+        # are one variable: the shards are updated together (see update_step).
+        groups: dict[int, list[int]] = {}
+        for index, variable in enumerate(var_list):
+            container = getattr(variable, "_sharded_container", None)
+            if self.updates_shards_together and container is not None and container() is not None:
+                groups.setdefault(id(container()), []).append(index)
+        self._shard_group = self._no_dependency(
+            {i: members for members in groups.values() if len(members) > 1 for i in members}
+        )
+        self._shard_variables = self._no_dependency({i: var_list[i] for i in self._shard_group})
+        self._shard_gradients = self._no_dependency({})
 
     def _get_variable_index(self, variable) -> int:
         return self._index_dict[self._var_key(variable)]
@@ -143,8 +159,51 @@ class BertOptimizer(front_end.BertOptimizerMixin, tf_keras.optimizers.Optimizer)
     def _clip_gradients(self, grads):
         return super()._clip_gradients([None if g is None else _dense(g) for g in grads])
 
+    def _distributed_apply_gradients_fn(self, distribution, grads_and_vars, **kwargs):
+        grads_and_vars = list(grads_and_vars)
+        if self._shard_group:
+            # update_step sees one shard; it finds its siblings' gradients here.
+            self._shard_gradients = self._no_dependency(
+                {self._get_variable_index(v): g for g, v in grads_and_vars if g is not None}
+            )
+        return super()._distributed_apply_gradients_fn(distribution, grads_and_vars, **kwargs)
+
+    def _update_shards_together(self, index) -> None:
+        """The update of the whole variable that shard ``index`` belongs to; the
+        first shard with a gradient does it, the others nothing."""
+        members = [i for i in self._shard_group[index] if i in self._shard_gradients]
+        if index != members[0]:
+            return
+        shards = [self._shard_variables[i] for i in members]
+
+        def placement(k):
+            # Shard k's operations run where shard k lives, not where the first one does.
+            return tf.compat.v1.colocate_with(shards[k], ignore_existing=True)
+
+        reads = []
+        for k, i in enumerate(members):
+            with placement(k):
+                reads.append(
+                    (
+                        tf.convert_to_tensor(shards[k]),
+                        tf.cast(_dense(self._shard_gradients[i]), shards[k].dtype),
+                        tf.convert_to_tensor(self._m[i]),
+                        tf.convert_to_tensor(self._v[i]),
+                    )
+                )
+        weights, grads, ms, vs = (list(column) for column in zip(*reads))
+        learning_rate = tf.cast(self.learning_rate, shards[0].dtype)
+        results = self._updated_shards(members, weights, grads, ms, vs, learning_rate, placement)
+        for k, (i, (new_weight, new_m, new_v)) in enumerate(zip(members, results)):
+            with placement(k):
+                self._m[i].assign(new_m)
+                self._v[i].assign(new_v)
+                shards[k].assign(new_weight)
+
     def update_step(self, gradient, variable):
         index = self._get_variable_index(variable)
+        if index in self._shard_group:
+            return self._update_shards_together(index)
         m, v = self._m[index], self._v[index]
         new_weight, new_m, new_v = self._updated(
             index,
