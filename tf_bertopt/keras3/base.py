@@ -11,7 +11,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from tf_bertopt import name_matching, validation
+from tf_bertopt import decay_reporting, name_matching, validation
 
 if keras.backend.backend() != "tensorflow":  # pragma: no cover - depends on the environment
     raise ImportError(
@@ -132,6 +132,7 @@ class BertOptimizer(keras.optimizers.Optimizer):
         super().build(var_list)
         self._m, self._v = self.add_optimizer_variables(var_list, list(self.slot_names))
         names = [name_matching.variable_name(v) for v in var_list]
+        decay_reporting.warn_unmatched_patterns(type(self).__name__, self.name_rules, names)
         self._decay_rates = [
             self.weight_decay_rate
             if self.name_rules.uses_weight_decay(n) and self._var_key(v) not in self._variables_excluded_from_decay
