@@ -23,7 +23,7 @@ import numpy as np
 from tf_bertopt import cli_arguments as arguments
 from tf_bertopt import demo_corpus
 
-DEFAULT_LEARNING_RATES = {"adamw": 2e-3, "lamb": 2e-2}
+DEFAULT_LEARNING_RATES = {"adamw": 1.5e-3, "lamb": 1.5e-2}
 OPTIMIZER_LABELS = {"adamw": "AdamWeightDecay", "lamb": "LAMB"}
 
 
@@ -122,6 +122,15 @@ def _loss_and_rate_recorder(optimizer):
     return Recorder()
 
 
+@dataclasses.dataclass
+class TrainingRun:
+    """What ``pretrain`` returns: per-step curves and the trained model."""
+
+    learning_rate: list[float]
+    loss: list[float]
+    model: keras.Model
+
+
 def pretrain(
     optimizer,
     batches,
@@ -132,8 +141,8 @@ def pretrain(
     seed: int = 0,
     log_every: int | None = None,
     verbose: int | str = "auto",
-    jit_compile: bool | str = "auto",
-) -> dict[str, list[float]]:
+    jit_compile: bool | str = False,
+) -> TrainingRun:
     """Trains a fresh ``tiny_bert`` on ``batches`` with ``model.fit``.
 
     Args:
@@ -144,17 +153,22 @@ def pretrain(
         seed: initial weights; equal seeds give equal weights.
         log_every: steps per Keras "epoch" (one progress-bar line each);
             defaults to a tenth of the run.
-        verbose, jit_compile: passed to ``fit`` / ``compile``.
+        verbose: passed to ``fit``.
+        jit_compile: passed to ``compile``; off by default because on a CPU
+            XLA compiles this tiny model for longer than it saves.
 
     Returns:
-        ``{"learning_rate": [...], "loss": [...]}``, one value per step; the
-        rate is the one applied at that step.
+        A ``TrainingRun``: ``learning_rate`` and ``loss`` hold one value per
+        step (the rate applied at that step, the masked-token loss of its batch).
     """
     inputs, labels = batches
     steps, batch_size, seq_len = inputs.shape
     keras.utils.set_random_seed(seed)
     model = tiny_bert(vocab_size, seq_len, hidden=hidden, layers=layers)
     model.compile(optimizer=optimizer, loss=masked_lm_loss(), jit_compile=jit_compile)
+    # Built now, the optimizer creates no variable inside the first traced
+    # step, which TensorFlow would otherwise trace twice.
+    optimizer.build(model.trainable_variables)
     log_every = log_every or max(1, steps // 10)
     recorder = _loss_and_rate_recorder(optimizer)
     model.fit(
@@ -167,10 +181,42 @@ def pretrain(
         callbacks=[recorder],
         verbose=verbose,
     )
-    return {"learning_rate": recorder.learning_rate[:steps], "loss": recorder.loss[:steps]}
+    return TrainingRun(recorder.learning_rate[:steps], recorder.loss[:steps], model)
+
+
+# Sentences of the generated corpus with one word hidden, and that word.
+# Grammar and counting come first; facts (which animal is red) take more steps.
+PROBES = (
+    ("we count three four [MASK] six .", "five"),
+    ("the fox [MASK] red .", "is"),
+    ("two green [MASK] live in the pond .", "frogs"),
+    ("the red [MASK] lives in the forest and eats berries .", "fox"),
+)
+
+
+def masked_accuracy(model, corpus: Corpus, sequences: int = 512, seed: int = 1) -> float:
+    """Share of masked tokens the model predicts exactly, on freshly masked sequences."""
+    inputs, labels = masked_lm_batches(corpus, 1, sequences, seed=seed)
+    predicted = np.argmax(model(inputs[0], training=False), axis=-1)
+    target = labels[0] >= 0
+    return float(np.mean(predicted[target] == labels[0][target]))
+
+
+def fill_in(model, vocabulary: demo_corpus.Vocabulary, sentence: str) -> str:
+    """The model's most likely word for the ``[MASK]`` in ``sentence``."""
+    words = sentence.split()
+    seq_len = model.inputs[0].shape[1]
+    ids = np.zeros((1, seq_len), np.int32)
+    row = [vocabulary.ids["[CLS]"], *vocabulary.encode(words), vocabulary.ids["[SEP]"]][:seq_len]
+    ids[0, : len(row)] = row
+    logits = np.array(model(ids, training=False)[0, 1 + words.index("[MASK]")])
+    logits[: len(demo_corpus.SPECIAL_TOKENS)] = -np.inf
+    return vocabulary.words[int(np.argmax(logits))]
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
     import tf_bertopt
     from tf_bertopt import plotting
 
@@ -179,43 +225,67 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_plot:
         plotting.require_matplotlib()  # fail now, not after training
     if args.corpus:
-        with open(args.corpus, encoding="utf-8") as handle:
-            corpus = Corpus.from_text(handle.read(), args.seq_len)
-        source = args.corpus
+        try:
+            with open(args.corpus, encoding="utf-8") as handle:
+                text = handle.read()
+        except OSError as error:
+            raise ValueError(f"--corpus: cannot read {args.corpus!r}: {error.strerror}") from None
+        corpus, source = Corpus.from_text(text, args.seq_len), args.corpus
     else:
         corpus = Corpus.generated(args.seq_len, seed=args.seed)
         source = "the generated demo corpus (tf_bertopt.demo_corpus)"
     batches = masked_lm_batches(corpus, args.steps, args.batch_size, seed=args.seed)
     warmup = args.warmup_steps if args.warmup_steps is not None else args.steps // 10
+    vocab_size = len(corpus.vocabulary)
     print(
-        f"Pretraining a {args.layers}-layer BERT-like masked LM (hidden {args.hidden}) on {source}: "
-        f"{len(corpus.rows)} sequences of {args.seq_len} tokens, vocabulary {len(corpus.vocabulary)}, "
-        f"{args.steps} steps of {args.batch_size} sequences, {warmup} warmup steps."
+        f"Pretraining a {args.layers}-layer BERT-like masked LM (hidden {args.hidden}) on {source}:\n"
+        f"  {len(corpus.rows)} sentence pairs of {args.seq_len} tokens, vocabulary {vocab_size}; "
+        f"{args.steps} steps of {args.batch_size} sequences, {warmup} warmup steps.\n"
+        f"  Loss: cross-entropy over the masked tokens; guessing uniformly scores ln({vocab_size}) "
+        f"= {np.log(vocab_size):.2f}."
     )
-    print(f"Loss: cross-entropy over the masked tokens; a uniform guess scores ln({len(corpus.vocabulary)}) "
-          f"= {np.log(len(corpus.vocabulary)):.2f}.\n")
-    runs = {}
+    report = tf_bertopt.decay_report(
+        tf_bertopt.create_optimizer(1.0, args.steps, warmup, "lamb"),
+        tiny_bert(vocab_size, args.seq_len, hidden=args.hidden, layers=args.layers),
+    )
+    print(f"  create_optimizer's exclusions {list(report.rules.exclude_from_weight_decay)}: {report.summary()}.\n")
+    verbose = 1 if sys.stdout.isatty() else 2  # one line per "epoch" in logs and pipes
+    runs, results = {}, {}
     for optimizer_type in args.optimizers:
         learning_rate = getattr(args, f"{optimizer_type}_lr")
         optimizer = tf_bertopt.create_optimizer(learning_rate, args.steps, warmup, optimizer_type)
-        label = f"{OPTIMIZER_LABELS[optimizer_type]} (peak lr {learning_rate:g})"
-        print(f"{label}: tf_bertopt.create_optimizer({learning_rate:g}, {args.steps}, {warmup}, {optimizer_type!r})")
+        label = f"{OPTIMIZER_LABELS[optimizer_type]}, peak lr {learning_rate:g}"
+        print(f"{OPTIMIZER_LABELS[optimizer_type]}: "
+              f"tf_bertopt.create_optimizer({learning_rate:g}, {args.steps}, {warmup}, {optimizer_type!r})")
         began = time.perf_counter()
-        runs[label] = curve = pretrain(
-            optimizer, batches, len(corpus.vocabulary), hidden=args.hidden, layers=args.layers, seed=args.seed
+        result = pretrain(
+            optimizer, batches, vocab_size, hidden=args.hidden, layers=args.layers, seed=args.seed, verbose=verbose
         )
+        runs[label] = {"learning_rate": result.learning_rate, "loss": result.loss}
         window = max(1, args.steps // 10)
-        first, last = np.mean(curve["loss"][:window]), np.mean(curve["loss"][-window:])
+        first, last = np.mean(result.loss[:window]), np.mean(result.loss[-window:])
+        results[optimizer_type] = result
+        seconds = time.perf_counter() - began
         print(
-            f"{label}: masked-token loss {first:.3f} (first {window} steps) -> {last:.3f} (last {window}) "
-            f"in {time.perf_counter() - began:.1f}s\n"
+            f"{OPTIMIZER_LABELS[optimizer_type]}: masked-token loss {first:.3f} (mean of the first {window} steps) "
+            f"-> {last:.3f} (last {window}); masked-token accuracy "
+            f"{masked_accuracy(result.model, corpus, seed=args.seed + 1):.0%}; {seconds:.1f}s\n"
         )
+    if not args.corpus:
+        print("Filling in the blanks (expected word in brackets):")
+        for sentence, answer in PROBES:
+            guesses = ", ".join(
+                f"{OPTIMIZER_LABELS[name]}: {fill_in(result.model, corpus.vocabulary, sentence)}"
+                for name, result in results.items()
+            )
+            print(f"  {sentence:55} [{answer}]  {guesses}")
+        print("  (grammar and counting come first; facts, like the last one, take more steps: try --steps 1000)")
     if not args.no_plot:
         figure = plotting.training_figure(
-            runs, f"tiny BERT masked LM, batch {args.batch_size}: tf_bertopt.create_optimizer"
+            runs, f"tiny BERT masked LM, batch {args.batch_size}, {args.steps} steps: tf_bertopt.create_optimizer"
         )
         plotting.save(figure, args.output)
-        print(f"Wrote {args.output}")
+        print(f"\nWrote {args.output}")
     return 0
 
 

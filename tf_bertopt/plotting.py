@@ -64,7 +64,8 @@ def training_figure(runs: dict[str, dict[str, Sequence[float]]], title: str):
         lr_axes.plot(steps, run["learning_rate"], color=color, label=label)
         loss_axes.plot(steps, run["loss"], color=color, alpha=0.25, linewidth=0.8)
         loss_axes.plot(steps, smoothed(run["loss"]), color=color, label=label)
-    lr_axes.set_title("learning rate")
+    lr_axes.set_yscale("log")  # optimizers' peaks differ tenfold; zero (step 0) is left out
+    lr_axes.set_title("learning rate (log scale)")
     loss_axes.set_title("masked-token loss (cross-entropy, nats)")
     for axes in (lr_axes, loss_axes):
         axes.set_xlabel("optimizer step")

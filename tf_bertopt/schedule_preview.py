@@ -111,10 +111,10 @@ def run(args: argparse.Namespace) -> int:
     table = [curve.rates(at) for curve in chosen]
     for index, curve in enumerate(chosen):
         print(f"[{index}] {curve.label}")
-    header = "step".rjust(10) + "".join(f"[{index}]".rjust(14) for index in range(len(chosen)))
+    header = "step".rjust(10) + "".join(f"[{index}]".rjust(15) for index in range(len(chosen)))
     print(header)
     for row, step in enumerate(at):
-        print(f"{step:10d}" + "".join(f"{values[row]:14.6g}" for values in table))
+        print(f"{step:10d}" + "".join(f"{values[row]:15.7g}" for values in table))
     if not args.no_plot:
         horizon = args.train_steps * (3 if args.cycle else 1)
         horizon += max(1, horizon // 20)
