@@ -140,6 +140,21 @@ def test_decay_report_lists_decisions_of_every_variable_and_warns_about_unmatche
     assert len(warnings) == 1 and "'Bias'" in warnings[0] and "ignoring case" in warnings[0], result.stdout
 
 
+@pytest.mark.filterwarnings("ignore:You are saving your model as an HDF5 file")
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_decay_report_reads_tf_keras_models(suffix, tmp_path, capsys):
+    import tf_keras
+
+    model = tf_keras.Sequential([tf_keras.layers.Dense(3, input_shape=(4,)), tf_keras.layers.LayerNormalization()])
+    model.save(tmp_path / f"legacy{suffix}")
+    names = [v.name.rsplit(":", 1)[0] for v in model.trainable_variables]
+    assert cli.main(["decay-report", str(tmp_path / f"legacy{suffix}"), "--optimizer", "adamw"]) == 0
+    rows = dict(
+        (name, decay) for decay, name in re.findall(r"^\s+(yes|no)\s+(\S+/\S+)", capsys.readouterr().out, re.MULTILINE)
+    )
+    assert rows == {name: "no" if re.search("LayerNorm|layer_norm|bias", name) else "yes" for name in names}
+
+
 def test_decay_report_strict_exits_1_on_unmatched_pattern(saved_model, capsys):
     path, _ = saved_model
     assert cli.main(["decay-report", str(path), "--exclude-from-weight-decay", "nothing_like_this", "--strict"]) == 1

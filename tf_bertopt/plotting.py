@@ -53,24 +53,33 @@ def training_figure(runs: dict[str, dict[str, Sequence[float]]], title: str):
 
     ``runs[label]`` holds equal-length ``"learning_rate"`` and ``"loss"`` lists.
     The raw per-step loss is drawn faintly, its running mean over a window
-    of about a twentieth of the run on top.
+    of about a twentieth of the run on top. When two runs' peak rates differ
+    more than threefold (LAMB's are usually ~10x AdamW's), the second rate
+    gets its own axis on the right.
     """
     figure_module = require_matplotlib()
     figure = figure_module.Figure(figsize=(11, 4.2), layout="constrained")
     lr_axes, loss_axes = figure.subplots(1, 2)
+    peaks = [max(run["learning_rate"], default=0.0) for run in runs.values()]
+    twin = len(runs) == 2 and min(peaks) > 0 and max(peaks) / min(peaks) > 3
+    rate_axes = [lr_axes, lr_axes.twinx()] if twin else [lr_axes] * len(runs)
     for index, (label, run) in enumerate(runs.items()):
         color = f"C{index}"
         steps = list(range(len(run["loss"])))
-        lr_axes.plot(steps, run["learning_rate"], color=color, label=label)
+        rate_axes[index].plot(steps, run["learning_rate"], ("-", "--")[index % 2], color=color, label=label)
         loss_axes.plot(steps, run["loss"], color=color, alpha=0.25, linewidth=0.8)
         loss_axes.plot(steps, smoothed(run["loss"]), color=color, label=label)
-    lr_axes.set_yscale("log")  # optimizers' peaks differ tenfold; zero (step 0) is left out
-    lr_axes.set_title("learning rate (log scale)")
+        if twin:
+            rate_axes[index].tick_params(axis="y", colors=color)
+            rate_axes[index].set_ylim(bottom=0)
+    lr_axes.set_title("learning rate" + (" (left axis: blue, right: orange)" if twin else ""))
     loss_axes.set_title("masked-token loss (cross-entropy, nats)")
     for axes in (lr_axes, loss_axes):
         axes.set_xlabel("optimizer step")
         axes.grid(alpha=0.3)
-        axes.legend(fontsize="small")
+    loss_axes.legend(fontsize="small")
+    if not twin:
+        lr_axes.legend(fontsize="small")
     figure.suptitle(title)
     return figure
 
