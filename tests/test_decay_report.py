@@ -130,6 +130,13 @@ def test_built_optimizer_reports_variables_excluded_by_var_list(model):
     assert decisions[model.get_layer("output_dense").kernel.path] is True
 
 
+def test_report_sees_through_a_loss_scale_optimizer(model):
+    wrapped = keras.optimizers.LossScaleOptimizer(tf_bertopt.LAMB(exclude_from_weight_decay=["bias"]))
+    report = tf_bertopt.decay_report(wrapped, model)
+    assert report.owner == "LAMB"
+    assert report.not_decayed == [v.path for v in model.trainable_variables if re.search("bias", v.path)]
+
+
 @pytest.mark.parametrize(
     "optimizer, variables, message",
     [

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import warnings
 from typing import Any, Iterable, Sequence
 
@@ -61,7 +62,7 @@ def unmatched_patterns(rules: NameRules, names: Sequence[str]) -> dict[str, list
 def unmatched_message(argument: str, pattern: str, names: Sequence[str]) -> str:
     """``"<argument> pattern <pattern> matches none of the N variables"``, with a hint."""
     message = f"{argument} pattern {pattern!r} matches none of the {len(names)} variables"
-    ignoring_case = [n for n in names if name_matching.matches_any(n.lower(), [pattern.lower()])]
+    ignoring_case = [n for n in names if re.search(pattern, n, re.IGNORECASE)]
     if ignoring_case:
         return message + (
             f"; ignoring case it would match {len(ignoring_case)}, e.g. {ignoring_case[0]!r} "
@@ -227,7 +228,8 @@ def decay_report(
 
     Args:
         optimizer: a tf_bertopt optimizer (AdamWeightDecay or LAMB, either
-            Keras flavour, built or not) or a ``name_matching.NameRules``.
+            Keras flavour, built or not, or wrapped in a ``LossScaleOptimizer``)
+            or a ``name_matching.NameRules``.
         variables: a Keras model or layer (its trainable variables are
             used), or an iterable of variables or of full variable names
             (e.g. the names in a TF1 checkpoint).
@@ -241,6 +243,7 @@ def decay_report(
     Raises:
         TypeError: ``optimizer`` has no patterns, or ``variables`` is not one of the above.
     """
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # unwrap a LossScaleOptimizer
     if isinstance(optimizer, NameRules):
         rules, owner, rate = optimizer, "patterns", None
         adapts = bool(rules.exclude_from_layer_adaptation) if layer_adaptation is None else layer_adaptation

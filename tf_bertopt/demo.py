@@ -76,7 +76,7 @@ def masked_lm_loss():
 
 @dataclasses.dataclass
 class Corpus:
-    """Packed ``[CLS] ... [SEP]`` rows of token ids and their vocabulary."""
+    """BERT's ``[CLS] A [SEP] B [SEP] [PAD]...`` rows of token ids, and their vocabulary."""
 
     rows: np.ndarray
     vocabulary: demo_corpus.Vocabulary
@@ -99,27 +99,29 @@ def masked_lm_batches(corpus: Corpus, steps: int, batch_size: int, seed: int = 0
     return inputs.reshape(steps, batch_size, -1), labels.reshape(steps, batch_size, -1)
 
 
-def _loss_and_rate_recorder(optimizer):
-    class Recorder(keras.callbacks.Callback):
-        """Per-step learning rate and loss; Keras logs only the running mean of an epoch."""
+class StepRecorder(keras.callbacks.Callback):
+    """Records the learning rate applied at each step and each batch's loss.
 
-        def __init__(self):
-            super().__init__()
-            self.learning_rate: list[float] = []
-            self.loss: list[float] = []
+    Keras 3 logs the running mean of the loss over the epoch so far; with
+    equal batches, batch ``k``'s own loss is ``(k+1)*mean_k - k*mean_(k-1)``.
+    """
 
-        def on_epoch_begin(self, epoch, logs=None):
-            self._previous_mean = 0.0
+    def __init__(self, optimizer):
+        super().__init__()
+        self._optimizer = optimizer
+        self.learning_rate: list[float] = []
+        self.loss: list[float] = []
 
-        def on_train_batch_begin(self, batch, logs=None):
-            self.learning_rate.append(float(optimizer.learning_rate))
+    def on_epoch_begin(self, epoch, logs=None):
+        self._previous_mean = 0.0
 
-        def on_train_batch_end(self, batch, logs=None):
-            mean = float(logs["loss"])
-            self.loss.append((batch + 1) * mean - batch * self._previous_mean)
-            self._previous_mean = mean
+    def on_train_batch_begin(self, batch, logs=None):
+        self.learning_rate.append(float(self._optimizer.learning_rate))
 
-    return Recorder()
+    def on_train_batch_end(self, batch, logs=None):
+        mean = float(logs["loss"])
+        self.loss.append((batch + 1) * mean - batch * self._previous_mean)
+        self._previous_mean = mean
 
 
 @dataclasses.dataclass
@@ -170,7 +172,7 @@ def pretrain(
     # step, which TensorFlow would otherwise trace twice.
     optimizer.build(model.trainable_variables)
     log_every = log_every or max(1, steps // 10)
-    recorder = _loss_and_rate_recorder(optimizer)
+    recorder = StepRecorder(optimizer)
     model.fit(
         inputs.reshape(steps * batch_size, seq_len),
         labels.reshape(steps * batch_size, seq_len),
