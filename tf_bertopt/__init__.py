@@ -10,6 +10,7 @@ explicitly; each is imported on first use.
 
 import importlib
 
+from tf_bertopt.decay_reporting import UnmatchedPatternWarning, decay_report
 from tf_bertopt.flavours import tf_keras_flavour
 
 __version__ = "0.1.0"
@@ -29,4 +30,13 @@ def __getattr__(name):
     raise AttributeError(f"module 'tf_bertopt' has no attribute {name!r}")
 
 
-__all__ = ["AdamWeightDecay", "LAMB", "WarmupPolynomialDecay", "create_optimizer", "FLAVOUR", "__version__"]
+__all__ = [
+    "AdamWeightDecay",
+    "LAMB",
+    "WarmupPolynomialDecay",
+    "create_optimizer",
+    "decay_report",
+    "UnmatchedPatternWarning",
+    "FLAVOUR",
+    "__version__",
+]

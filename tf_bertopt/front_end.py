@@ -22,7 +22,7 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-from tf_bertopt import name_matching, update_rules, validation
+from tf_bertopt import decay_reporting, name_matching, update_rules, validation
 from tf_bertopt.schedules import WarmupPolynomialDecaySpec
 
 FLAVOUR_NAMES = {"keras3": "Keras 3", "tf_keras": "tf-keras (Keras 2)"}
@@ -165,6 +165,7 @@ class BertOptimizerMixin:
     def _decide_per_variable(self, var_list) -> None:
         """Weight decay and layer adaptation, decided once per variable by name."""
         names = [name_matching.variable_name(v) for v in var_list]
+        decay_reporting.warn_unmatched_patterns(type(self).__name__, self.name_rules, names)
         self._decay_rates = [
             self.weight_decay_rate
             if self.name_rules.uses_weight_decay(n) and self._var_key(v) not in self._variables_excluded_from_decay
