@@ -27,6 +27,12 @@ def _const(value: float, like: tf.Tensor) -> tf.Tensor:
     return tf.constant(value, dtype=like.dtype)
 
 
+def dense_gradient(gradient):
+    """A ``tf.IndexedSlices`` as a dense tensor, repeated rows summed, as TF1's
+    dense update math saw it; any other gradient unchanged."""
+    return tf.convert_to_tensor(gradient) if isinstance(gradient, tf.IndexedSlices) else gradient
+
+
 def moments(grad, m, v, beta_1: float, beta_2: float):
     """Exponential averages of the gradient and its square.
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from tf_bertopt import front_end
+from tf_bertopt import front_end, update_rules
 
 if keras.backend.backend() != "tensorflow":  # pragma: no cover - depends on the environment
     raise ImportError(
@@ -42,12 +42,6 @@ def checked_learning_rate(owner: str, learning_rate):
     return front_end.checked_learning_rate(
         owner, learning_rate, keras.optimizers.schedules.LearningRateSchedule, "keras3"
     )
-
-
-def _dense(gradient):
-    # Repeated rows of an IndexedSlices are summed, exactly as TF1 did when it
-    # fed one to dense math.
-    return tf.convert_to_tensor(gradient) if isinstance(gradient, tf.IndexedSlices) else gradient
 
 
 class BertOptimizer(front_end.BertOptimizerMixin, keras.optimizers.Optimizer):
@@ -104,7 +98,7 @@ class BertOptimizer(front_end.BertOptimizerMixin, keras.optimizers.Optimizer):
     def _clip_gradients(self, grads):
         # Every kind of clipping waits for the cross-replica sum in
         # _backend_update_step, so that N replicas clip what one device would.
-        return [_dense(g) for g in grads]
+        return [update_rules.dense_gradient(g) for g in grads]
 
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
         variables = [v.value if isinstance(v, keras.Variable) else v for v in trainable_variables]

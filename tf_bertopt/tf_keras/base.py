@@ -16,7 +16,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tf_keras
 
-from tf_bertopt import front_end
+from tf_bertopt import front_end, update_rules
 
 KERAS_KEYWORDS_DOC = """
     Standard tf-keras keywords (``clipnorm``, ``clipvalue``,
@@ -42,12 +42,6 @@ def checked_learning_rate(owner: str, learning_rate):
     return front_end.checked_learning_rate(
         owner, learning_rate, tf_keras.optimizers.schedules.LearningRateSchedule, "tf_keras"
     )
-
-
-def _dense(gradient):
-    # Repeated rows of an IndexedSlices are summed, exactly as TF1 did when it
-    # fed one to dense math.
-    return tf.convert_to_tensor(gradient) if isinstance(gradient, tf.IndexedSlices) else gradient
 
 
 class BertOptimizer(front_end.BertOptimizerMixin, tf_keras.optimizers.Optimizer):
@@ -154,10 +148,10 @@ class BertOptimizer(front_end.BertOptimizerMixin, tf_keras.optimizers.Optimizer)
 
     def aggregate_gradients(self, grads_and_vars):
         # Dense before the cross-replica sum, as the Keras 3 front end does.
-        return super().aggregate_gradients([(None if g is None else _dense(g), v) for g, v in grads_and_vars])
+        return super().aggregate_gradients([(None if g is None else update_rules.dense_gradient(g), v) for g, v in grads_and_vars])
 
     def _clip_gradients(self, grads):
-        return super()._clip_gradients([None if g is None else _dense(g) for g in grads])
+        return super()._clip_gradients([None if g is None else update_rules.dense_gradient(g) for g in grads])
 
     def _distributed_apply_gradients_fn(self, distribution, grads_and_vars, **kwargs):
         grads_and_vars = list(grads_and_vars)
@@ -186,7 +180,7 @@ class BertOptimizer(front_end.BertOptimizerMixin, tf_keras.optimizers.Optimizer)
                 reads.append(
                     (
                         tf.convert_to_tensor(shards[k]),
-                        tf.cast(_dense(self._shard_gradients[i]), shards[k].dtype),
+                        tf.cast(update_rules.dense_gradient(self._shard_gradients[i]), shards[k].dtype),
                         tf.convert_to_tensor(self._m[i]),
                         tf.convert_to_tensor(self._v[i]),
                     )
@@ -208,7 +202,7 @@ class BertOptimizer(front_end.BertOptimizerMixin, tf_keras.optimizers.Optimizer)
         new_weight, new_m, new_v = self._updated(
             index,
             tf.convert_to_tensor(variable),
-            tf.cast(_dense(gradient), variable.dtype),
+            tf.cast(update_rules.dense_gradient(gradient), variable.dtype),
             tf.convert_to_tensor(m),
             tf.convert_to_tensor(v),
             tf.cast(self.learning_rate, variable.dtype),
