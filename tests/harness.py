@@ -1,13 +1,24 @@
 """Shared test inputs: variables whose names exercise every rule, gradient
-streams, and a runner that trains a tf_bertopt optimizer on them."""
+streams, and a runner that trains a tf_bertopt optimizer on them, in either
+Keras flavour (``FLAVOURS``; tests take the ``flavour`` fixture of conftest.py)."""
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+from tf_bertopt import name_matching
+
+FLAVOURS = ["keras3", "tf_keras"]
+
+
+def front_end(flavour: str):
+    """``tf_bertopt.keras3`` or ``tf_bertopt.tf_keras``."""
+    return importlib.import_module(f"tf_bertopt.{flavour}")
 
 EXCLUSIONS = ["LayerNorm", "layer_norm", "bias"]
 INCLUSIONS = ["adapter_bias"]  # a bias that is decayed all the same: include wins over exclude
@@ -64,13 +75,31 @@ def keras3_variables(weights):
     return variables
 
 
-def run_keras3(optimizer, weights, stream, *, sparse=(), jit_compile=False):
+def tf_keras_variables(weights):
+    """tf-keras names variables ``scope/leaf:0``; tf_bertopt matches the name without ``:0``."""
+    variables = {path: tf.Variable(value, name=path) for path, value in weights.items()}
+    for path, variable in variables.items():
+        assert name_matching.variable_name(variable) == path
+    return variables
+
+
+def make_variables(flavour: str, weights):
+    return {"keras3": keras3_variables, "tf_keras": tf_keras_variables}[flavour](weights)
+
+
+def run(flavour, optimizer, weights, stream, *, sparse=(), jit_compile=False):
     """Applies ``stream`` with ``optimizer``; returns ``[{name: (w, m, v)}]`` after each step.
 
+    ``optimizer`` is an optimizer of ``flavour``, or a function that makes one
+    from the flavour's module (``lambda api: api.LAMB(...)``). A wrapper such
+    as a loss-scale optimizer is read through its ``inner_optimizer``.
     Gradients named in ``sparse`` are ``(values, indices)`` pairs, applied as
     ``tf.IndexedSlices``.
     """
-    variables = keras3_variables(weights)
+    if not hasattr(optimizer, "apply_gradients"):
+        optimizer = optimizer(front_end(flavour))
+    slots = getattr(optimizer, "inner_optimizer", optimizer)
+    variables = make_variables(flavour, weights)
     names = list(weights)
     optimizer.build([variables[n] for n in names])
 
@@ -89,10 +118,15 @@ def run_keras3(optimizer, weights, stream, *, sparse=(), jit_compile=False):
         apply([step[n] for n in names])
         state = {}
         for name in names:
-            m, v = optimizer.get_slots(variables[name])
+            m, v = slots.get_slots(variables[name])
             state[name] = tuple(np.array(x.numpy()) for x in (variables[name], m, v))
         history.append(state)
     return history
+
+
+def run_keras3(optimizer, weights, stream, *, sparse=(), jit_compile=False):
+    """``run`` for a Keras 3 optimizer."""
+    return run("keras3", optimizer, weights, stream, sparse=sparse, jit_compile=jit_compile)
 
 
 def max_ulp_difference(a, b) -> int:
@@ -103,3 +137,15 @@ def max_ulp_difference(a, b) -> int:
     a = np.where(a < 0, np.int64(-(2**31)) - a, a)
     b = np.where(b < 0, np.int64(-(2**31)) - b, b)
     return int(np.max(np.abs(a - b))) if a.size else 0
+
+
+def max_scaled_ulp_difference(a, b) -> float:
+    """Largest |a - b| in units of the float32 spacing at the largest |b|.
+
+    Element-wise ulps explode for elements near zero (one ulp of 1e-9 is tiny);
+    this measures the error on the scale of the tensor itself.
+    """
+    scale = np.max(np.abs(b)) if np.size(b) else 0.0
+    if scale == 0:
+        return float(np.max(np.abs(a))) if np.size(a) else 0.0
+    return float(np.max(np.abs(np.asarray(a, np.float64) - b)) / np.spacing(np.float32(scale)))

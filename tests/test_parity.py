@@ -1,4 +1,5 @@
-"""Both optimizers against the TF1 graph (bit for bit) and a float64 numpy reference.
+"""Both optimizers, in both Keras flavours, against the TF1 graph (bit for bit)
+and a float64 numpy reference.
 
 Thirty steps on variables whose names exercise every rule: decayed kernels,
 excluded biases and LayerNorm, an included bias, a zero-norm variable, a
@@ -17,7 +18,6 @@ import pytest
 import harness
 import reference_numpy
 import tf1_reference
-import tf_bertopt
 
 SCHEDULE = dict(init_lr=0.02, num_train_steps=40, num_warmup_steps=6)
 CONFIGS = {
@@ -31,23 +31,25 @@ OPTIMIZER_ARGS = {
 NAME_ARGS = dict(exclude_from_weight_decay=harness.EXCLUSIONS, include_in_weight_decay=harness.INCLUSIONS)
 
 
-def make_optimizer(kind, config):
+def make_optimizer(flavour, kind, config):
     kwargs = dict(OPTIMIZER_ARGS[kind], **NAME_ARGS)
     if config["clip_norm"] is not None:
         kwargs["global_clipnorm"] = config["clip_norm"]
     if "schedule" in config:
         s = config["schedule"]
-        lr = tf_bertopt.WarmupPolynomialDecay(s["init_lr"], s["num_train_steps"], s["num_warmup_steps"])
+        lr = harness.front_end(flavour).WarmupPolynomialDecay(s["init_lr"], s["num_train_steps"], s["num_warmup_steps"])
     else:
         lr = config["learning_rate"]
-    cls = tf_bertopt.AdamWeightDecay if kind == "adamw" else tf_bertopt.LAMB
+    api = harness.front_end(flavour)
+    cls = api.AdamWeightDecay if kind == "adamw" else api.LAMB
     return cls(learning_rate=lr, **kwargs)
 
 
 @functools.lru_cache(maxsize=None)
-def keras_history(kind, config_name):
+def keras_history(flavour, kind, config_name):
     weights = harness.initial_weights()
-    return harness.run_keras3(make_optimizer(kind, CONFIGS[config_name]), weights, harness.gradient_steps(weights))
+    optimizer = make_optimizer(flavour, kind, CONFIGS[config_name])
+    return harness.run(flavour, optimizer, weights, harness.gradient_steps(weights))
 
 
 @functools.lru_cache(maxsize=None)
@@ -82,8 +84,8 @@ def test_gradient_stream_activates_clipping_on_some_steps_only():
 
 @pytest.mark.parametrize("config_name", CONFIGS)
 @pytest.mark.parametrize("kind", KINDS)
-def test_every_step_equals_tf1_graph_bit_for_bit(kind, config_name):
-    ours, theirs = keras_history(kind, config_name), tf1_history(kind, config_name)
+def test_every_step_equals_tf1_graph_bit_for_bit(flavour, kind, config_name):
+    ours, theirs = keras_history(flavour, kind, config_name), tf1_history(kind, config_name)
     assert len(ours) == len(theirs) == 30
     for step, (mine, reference) in enumerate(zip(ours, theirs)):
         for name in mine:
@@ -93,18 +95,18 @@ def test_every_step_equals_tf1_graph_bit_for_bit(kind, config_name):
 
 @pytest.mark.parametrize("config_name", CONFIGS)
 @pytest.mark.parametrize("kind", KINDS)
-def test_every_step_matches_float64_reference(kind, config_name):
+def test_every_step_matches_float64_reference(flavour, kind, config_name):
     # float32 rounding only: relative 2e-5, absolute 1e-6 after 30 steps.
-    for step, (mine, reference) in enumerate(zip(keras_history(kind, config_name), numpy_history(kind, config_name))):
+    for step, (mine, reference) in enumerate(zip(keras_history(flavour, kind, config_name), numpy_history(kind, config_name))):
         for name in mine:
             for slot, a, b in zip("wmv", mine[name], reference[name]):
                 np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6, err_msg=f"step {step}, {name} ({slot})")
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_weights_move_and_the_rules_matter(kind):
+def test_weights_move_and_the_rules_matter(flavour, kind):
     """Guards the parity tests against passing vacuously."""
-    history = keras_history(kind, "constant_lr")
+    history = keras_history(flavour, kind, "constant_lr")
     first, last = harness.initial_weights(), history[-1]
     for name in first:
         moved = not np.array_equal(first[name], last[name][0])
@@ -114,16 +116,16 @@ def test_weights_move_and_the_rules_matter(kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_none_gradient_leaves_variable_and_slots_untouched(kind):
-    history = keras_history(kind, "bert_schedule_clipped")
+def test_none_gradient_leaves_variable_and_slots_untouched(flavour, kind):
+    history = keras_history(flavour, kind, "bert_schedule_clipped")
     for step in sorted(harness.NONE_STEPS):
         before, after = history[step - 1][harness.SOMETIMES_NONE], history[step][harness.SOMETIMES_NONE]
         for a, b in zip(before, after):
             assert np.array_equal(a, b)
 
 
-def test_first_bert_step_moves_no_weight_but_fills_the_slots():
-    history = keras_history("adamw", "bert_schedule_clipped")
+def test_first_bert_step_moves_no_weight_but_fills_the_slots(flavour):
+    history = keras_history(flavour, "adamw", "bert_schedule_clipped")
     start = harness.initial_weights()
     for name, (w, m, v) in history[0].items():
         assert np.array_equal(w, start[name]), name

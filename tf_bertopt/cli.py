@@ -12,8 +12,16 @@ import argparse
 import importlib
 import sys
 
+from tf_bertopt import plotting
+
 # Modules providing subcommands, in the order `--help` lists them.
-COMMAND_MODULES = ("tf_bertopt.demo", "tf_bertopt.benchmark")
+COMMAND_MODULES = (
+    "tf_bertopt.demo",
+    "tf_bertopt.schedule_preview",
+    "tf_bertopt.decay_reporting",
+    "tf_bertopt.tf1_checkpoint",
+    "tf_bertopt.benchmark",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except ValueError as error:  # bad values the parser could not see
         parser.exit(2, f"tf-bertopt {args.command}: error: {error}\n")
+    except plotting.MissingPlotDependency as error:
+        parser.exit(1, f"tf-bertopt {args.command}: error: {error}\n")
 
 
 if __name__ == "__main__":

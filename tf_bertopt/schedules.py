@@ -16,7 +16,10 @@ With ``cycle=True``, ``T`` is replaced by ``T * ceil(t/T)`` (``T`` itself at
   ramps from ``s`` instead of 0: ``s + (init - s) * (t/W)^p``.
 
 The arithmetic is that of TF1's ``polynomial_decay`` and BERT's warmup, in
-float32, so the values are bit-identical to the TF1 graph.
+float32, *as TF1 actually ran it*: Grappler's constant folding rewrites
+``x / T`` into ``x * (1/T)``, ``init * (t/W)`` into ``(init * (1/W)) * t`` and
+``pow(x, 0.5)`` into ``sqrt(x)``, which changes the last bit of some values. We compute that folded form explicitly,
+so eager execution, ``tf.function`` and XLA all give the TF1 graph's numbers.
 """
 
 from __future__ import annotations
@@ -80,7 +83,7 @@ class WarmupPolynomialDecaySpec:
             decayed = self._decay(initial, step)
             if not self.warmup_steps:
                 return decayed
-            return tf.where(tf.cast(step, tf.int64) < self.warmup_steps, self._warmup(step), decayed)
+            return tf.where(tf.cast(step, tf.int64) < self.warmup_steps, self._warmup(initial, step), decayed)
 
     def _decay(self, initial, step):
         # TF1's polynomial_decay, operation by operation.
@@ -89,23 +92,41 @@ class WarmupPolynomialDecaySpec:
             step = tf.maximum(tf.cast(step, tf.int64) - self.warmup_steps, 0)
             decay_steps -= self.warmup_steps
         end = tf.cast(self.end_learning_rate, tf.float32)
-        power = tf.cast(self.power, tf.float32)
         t = tf.cast(step, tf.float32)
         horizon = tf.cast(decay_steps, tf.float32)
         if self.cycle:
-            multiplier = tf.where(tf.equal(t, 0), 1.0, tf.math.ceil(t / decay_steps))
-            horizon = horizon * multiplier
+            multiplier = tf.where(tf.equal(t, 0), 1.0, tf.math.ceil(t * _reciprocal(decay_steps)))
+            p = t / (horizon * multiplier)
         else:
-            t = tf.minimum(t, horizon)
-        p = t / horizon
-        return (initial - end) * tf.pow(1 - p, power) + end
+            p = tf.minimum(t, horizon) * _reciprocal(decay_steps)
+        # XLA may fuse 1 - t*(1/T) into one FMA, which is slightly negative at
+        # t >= T (NaN under a fractional power); the clamp never binds otherwise.
+        remaining = tf.maximum(1 - p, 0.0)
+        return (initial - end) * _folded_pow(remaining, self.power) + end
 
-    def _warmup(self, step):
-        # BERT's warmup: init * (float(int32(t)) / float(W)).
-        done = tf.cast(tf.cast(step, tf.int32), tf.float32) / tf.cast(self.warmup_steps, tf.float32)
-        if self.warmup_power != 1.0:
-            done = tf.pow(done, tf.cast(self.warmup_power, tf.float32))
+    def _warmup(self, initial, step):
+        # BERT's warmup init * (t/W), folded by Grappler into (init * (1/W)) * t.
+        t = tf.cast(tf.cast(step, tf.int32), tf.float32)
         start = self.warmup_initial_learning_rate
-        if not start:
-            return self.initial_learning_rate * done
+        if self.warmup_power == 1.0 and not start:
+            return t * (initial * _reciprocal(self.warmup_steps))
+        done = _folded_pow(t * _reciprocal(self.warmup_steps), self.warmup_power)
         return start + (self.initial_learning_rate - start) * done
+
+
+def _reciprocal(count: int) -> tf.Tensor:
+    """``1/count`` rounded to float32, as Grappler folds a division by a constant."""
+    return tf.constant(1.0, tf.float32) / tf.cast(count, tf.float32)
+
+
+def _folded_pow(x: tf.Tensor, power: float) -> tf.Tensor:
+    """``x ** power`` with the exact operations Grappler substitutes for constant powers."""
+    if power == 1.0:
+        return x
+    if power == 2.0:
+        return tf.square(x)
+    if power == 3.0:
+        return x * tf.square(x)
+    if power == 0.5:
+        return tf.sqrt(x)
+    return tf.pow(x, tf.constant(power, tf.float32))

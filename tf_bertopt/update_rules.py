@@ -24,6 +24,8 @@ that contraction.
 
 from __future__ import annotations
 
+import contextlib
+
 import tensorflow as tf
 
 
@@ -34,6 +36,12 @@ def _const(value: float, like: tf.Tensor) -> tf.Tensor:
 
 def _identity(tensor):
     return tensor
+
+
+def dense_gradient(gradient):
+    """A ``tf.IndexedSlices`` as a dense tensor, repeated rows summed, as TF1's
+    dense update math saw it; any other gradient unchanged."""
+    return tf.convert_to_tensor(gradient) if isinstance(gradient, tf.IndexedSlices) else gradient
 
 
 def moments(grad, m, v, beta_1: float, beta_2: float, rounded=_identity):
@@ -64,18 +72,29 @@ def add_weight_decay(update, weight, rate: float, rounded=_identity):
     return update + rounded(_const(rate, weight) * weight)
 
 
+def squared_norm(tensor):
+    """``sum(x^2)`` over the whole tensor."""
+    return tf.reduce_sum(tf.square(tensor))
+
+
 def l2_norm(tensor):
     """``sqrt(sum(x^2))`` over the whole tensor, with TF1's operations."""
-    return norm_of_squares(tf.square(tensor))
+    return tf.sqrt(squared_norm(tensor))
 
 
-def norm_of_squares(squares):
-    """``sqrt(sum(squares))``: ``l2_norm`` of a tensor whose squares are already computed."""
-    return tf.sqrt(tf.reduce_sum(squares))
+def l2_norm_of_parts(squared_norms):
+    """The norm of a tensor held in parts, from each part's ``squared_norm``.
+
+    For one part this is ``l2_norm`` itself, operation for operation.
+    """
+    if len(squared_norms) == 1:
+        return tf.sqrt(squared_norms[0])
+    return tf.sqrt(tf.add_n(list(squared_norms)))
 
 
 def norms_of_squares(squares_list):
-    """``norm_of_squares`` of each tensor, as one vector (one ``sqrt`` for all)."""
+    """``l2_norm`` of each of several tensors from their squares, computed
+    elsewhere: ``sqrt(sum(x^2))`` per tensor, as one vector (one ``sqrt`` for all)."""
     return tf.sqrt(tf.stack([tf.reduce_sum(squares) for squares in squares_list]))
 
 
@@ -178,19 +197,79 @@ def lamb_update(
     trust_ratio_bounds=None,
 ):
     """One LAMB step on a whole (unsharded) variable; returns ``(new_weight, new_m, new_v)``."""
-    update, next_m, next_v = lamb_direction(
-        weight,
-        grad,
-        m,
-        v,
+    return lamb_update_shards(
+        [weight],
+        [grad],
+        [m],
+        [v],
+        learning_rate,
         step,
         beta_1=beta_1,
         beta_2=beta_2,
         epsilon=epsilon,
         weight_decay_rate=weight_decay_rate,
+        layer_adaptation=layer_adaptation,
         bias_correction=bias_correction,
-    )
+        weight_norm_bounds=weight_norm_bounds,
+        trust_ratio_bounds=trust_ratio_bounds,
+    )[0]
+
+
+def lamb_update_shards(
+    weights,
+    grads,
+    ms,
+    vs,
+    learning_rate,
+    step,
+    *,
+    beta_1,
+    beta_2,
+    epsilon,
+    weight_decay_rate,
+    layer_adaptation=True,
+    bias_correction=False,
+    weight_norm_bounds=None,
+    trust_ratio_bounds=None,
+    placement=None,
+):
+    """One LAMB step on a variable held as shards (the parts of a ``ShardedVariable``).
+
+    ``weights``, ``grads``, ``ms``, ``vs`` hold the shards' values in the same
+    order. The trust ratio uses the norms of the whole variable, summed from
+    each shard's ``squared_norm``; everything else is element-wise. Returns
+    ``[(new_weight, new_m, new_v)]`` per shard. ``placement(i)``, if given, is a
+    context manager under which the operations of shard ``i`` are built (to
+    keep them on that shard's device).
+    """
+    place = placement or (lambda index: contextlib.nullcontext())
+    directions, weight_norms, update_norms = [], [], []
+    for i, (weight, grad, m, v) in enumerate(zip(weights, grads, ms, vs)):
+        with place(i):
+            directions.append(
+                lamb_direction(
+                    weight,
+                    grad,
+                    m,
+                    v,
+                    step,
+                    beta_1=beta_1,
+                    beta_2=beta_2,
+                    epsilon=epsilon,
+                    weight_decay_rate=weight_decay_rate,
+                    bias_correction=bias_correction,
+                )
+            )
+            if layer_adaptation:
+                weight_norms.append(squared_norm(weight))
+                update_norms.append(squared_norm(directions[-1][0]))
     ratio = None
     if layer_adaptation:
-        ratio = trust_ratio(l2_norm(weight), l2_norm(update), weight_norm_bounds, trust_ratio_bounds)
-    return lamb_apply(weight, update, learning_rate, ratio), next_m, next_v
+        ratio = trust_ratio(
+            l2_norm_of_parts(weight_norms), l2_norm_of_parts(update_norms), weight_norm_bounds, trust_ratio_bounds
+        )
+    results = []
+    for i, (weight, (update, next_m, next_v)) in enumerate(zip(weights, directions)):
+        with place(i):
+            results.append((lamb_apply(weight, update, learning_rate, ratio), next_m, next_v))
+    return results

@@ -1,0 +1,428 @@
+"""Which variables get weight decay and layer adaptation, and patterns that match nothing.
+
+A pattern that matches no variable fails silently: the variables it was
+meant to exclude are decayed. This happens when names change between TF1
+(``bert/encoder/layer_0/attention/output/LayerNorm/gamma``), tf-keras
+(``layer_normalization/gamma:0``) and Keras 3 (``encoder/layer_norm/gamma``).
+Three tools show it:
+
+* ``decay_report(optimizer, variables)`` (``tf_bertopt.decay_report``): every
+  variable with its decisions and the patterns that decided them; ``str()``
+  is a readable table.
+* The optimizers warn when they are built: ``warn_unmatched_patterns`` emits
+  an ``UnmatchedPatternWarning`` (a ``UserWarning``, through Python's
+  ``warnings``, so it is shown once per pattern and can be silenced or made
+  an error with a warnings filter) for each pattern that matches none of the
+  variables. ``"LayerNorm"`` and ``"layer_norm"`` are one rule spelled two
+  ways (TF1 and Keras): when either matches, the other is not reported, so
+  BERT's default list stays quiet on models of any flavour.
+* ``tf-bertopt decay-report MODEL`` prints the report for a saved model.
+
+This module imports neither Keras nor TensorFlow: both front ends use it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import warnings
+from typing import Any, Iterable, Sequence
+
+from tf_bertopt import name_matching
+from tf_bertopt.name_matching import NameRules
+from tf_bertopt.recipe import BERT_EXCLUSIONS
+
+# Spellings of one rule across libraries; a list holding several is
+# satisfied when any of them matches.
+ALTERNATIVE_SPELLINGS: tuple[frozenset[str], ...] = (frozenset({"LayerNorm", "layer_norm"}),)
+
+_LIST_NAMES = tuple(field.name for field in dataclasses.fields(NameRules))
+
+
+class UnmatchedPatternWarning(UserWarning):
+    """A weight-decay or layer-adaptation pattern matches none of the variables."""
+
+
+def unmatched_patterns(rules: NameRules, names: Sequence[str]) -> dict[str, list[str]]:
+    """For each pattern list of ``rules``, the patterns that match none of ``names``.
+
+    A pattern whose alternative spelling (``ALTERNATIVE_SPELLINGS``) in the
+    same list does match is left out.
+    """
+    unmatched = rules.unmatched(list(names))
+    for argument, missing in unmatched.items():
+        present = set(getattr(rules, argument))
+        for spellings in ALTERNATIVE_SPELLINGS:
+            if (spellings & present) - set(missing):
+                missing[:] = [pattern for pattern in missing if pattern not in spellings]
+    return unmatched
+
+
+def unmatched_message(argument: str, pattern: str, names: Sequence[str]) -> str:
+    """``"<argument> pattern <pattern> matches none of the N variables"``, with a hint."""
+    message = f"{argument} pattern {pattern!r} matches none of the {len(names)} variables"
+    ignoring_case = [n for n in names if re.search(pattern, n, re.IGNORECASE)]
+    if ignoring_case:
+        return message + (
+            f"; ignoring case it would match {len(ignoring_case)}, e.g. {ignoring_case[0]!r} "
+            "(matching is case-sensitive)"
+        )
+    return message + (f" (names look like {names[0]!r})" if names else "")
+
+
+def warn_unmatched_patterns(owner: str, rules: NameRules, names: Sequence[str]) -> list[str]:
+    """Warns (``UnmatchedPatternWarning``) once for each pattern matching none of ``names``.
+
+    Called by the optimizers' ``build`` with the full names of the variables
+    they were built with. Returns the messages. Nothing is reported for an
+    empty ``names``.
+    """
+    if not names:
+        return []
+    messages = [
+        f"{owner}: {unmatched_message(argument, pattern, names)}. "
+        "See tf_bertopt.decay_report(optimizer, variables) for what each variable gets."
+        for argument, patterns in unmatched_patterns(rules, names).items()
+        for pattern in patterns
+    ]
+    for message in messages:
+        warnings.warn(message, UnmatchedPatternWarning, stacklevel=3)
+    return messages
+
+
+@dataclasses.dataclass(frozen=True)
+class VariableDecision:
+    """What one variable gets, and which patterns matched its name.
+
+    ``layer_adaptation`` is None when the optimizer has no layer adaptation
+    (AdamWeightDecay).
+    """
+
+    name: str
+    shape: tuple[int | None, ...] | None
+    weight_decay: bool
+    layer_adaptation: bool | None
+    matched: dict[str, tuple[str, ...]]
+
+    @property
+    def size(self) -> int | None:
+        if self.shape is None or any(d is None for d in self.shape):
+            return None
+        return math.prod(self.shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class DecayReport:
+    """The decisions of one optimizer (or one set of patterns) for a list of variables.
+
+    Attributes:
+        owner: the optimizer's class name, or ``"patterns"``.
+        rules: the three pattern lists.
+        weight_decay_rate: the optimizer's rate, None when only patterns were given.
+        variables: one ``VariableDecision`` per variable, in the order given.
+        unmatched: per pattern list, the patterns matching no variable
+            (alternative spellings whose partner matched left out).
+        selected_by_patterns: how many variables the patterns alone select
+            for decay (differs from ``len(decayed)`` when the rate is 0).
+    """
+
+    owner: str
+    rules: NameRules
+    weight_decay_rate: float | None
+    variables: tuple[VariableDecision, ...]
+    unmatched: dict[str, list[str]]
+    selected_by_patterns: int
+
+    @property
+    def decayed(self) -> list[str]:
+        """Names of the variables that are decayed."""
+        return [v.name for v in self.variables if v.weight_decay]
+
+    @property
+    def not_decayed(self) -> list[str]:
+        return [v.name for v in self.variables if not v.weight_decay]
+
+    @property
+    def adapted(self) -> list[str]:
+        return [v.name for v in self.variables if v.layer_adaptation]
+
+    @property
+    def not_adapted(self) -> list[str]:
+        return [v.name for v in self.variables if v.layer_adaptation is False]
+
+    @property
+    def has_layer_adaptation(self) -> bool:
+        return any(v.layer_adaptation is not None for v in self.variables)
+
+    @property
+    def warnings(self) -> list[str]:
+        """One line per problem: unmatched patterns, a zero rate, no variables."""
+        lines = []
+        if not self.variables:
+            lines.append("no variables: build the model (call it once) before asking for a report")
+        names = [v.name for v in self.variables]
+        for argument, patterns in self.unmatched.items():
+            lines.extend(unmatched_message(argument, pattern, names) for pattern in patterns)
+        if self.weight_decay_rate == 0.0 and self.selected_by_patterns:
+            lines.append(
+                f"weight_decay_rate is 0.0, so nothing is decayed, although the patterns select "
+                f"{self.selected_by_patterns} variables (AdamWeightDecay's default rate is 0.0; "
+                "create_optimizer's is 0.01)"
+            )
+        return lines
+
+    def summary(self) -> str:
+        """One line: how many variables and parameters are decayed (and adapted)."""
+        sizes = [v.size for v in self.variables]
+        text = f"weight decay on {len(self.decayed)} of {len(self.variables)} variables"
+        if None not in sizes:
+            decayed = sum(v.size for v in self.variables if v.weight_decay)
+            text += f" ({decayed:,} of {sum(sizes):,} parameters)"
+        if self.has_layer_adaptation:
+            text += f"; layer adaptation on {len(self.adapted)} of {len(self.variables)}"
+        return text
+
+    def __str__(self) -> str:
+        rate = "" if self.weight_decay_rate is None else f" (weight_decay_rate={self.weight_decay_rate:g})"
+        lines = [f"{self.owner}{rate}: {len(self.variables)} variables"]
+        for argument in _LIST_NAMES:
+            if argument == "exclude_from_layer_adaptation" and not self.has_layer_adaptation:
+                continue
+            lines.append(f"  {argument + ':':31} {list(getattr(self.rules, argument))}")
+        name_width = max([len(v.name) for v in self.variables] + [8])
+        header = f"  {'decay':5}  {'adapt':5}  " if self.has_layer_adaptation else f"  {'decay':5}  "
+        lines.append("")
+        lines.append(f"{header}{'variable':{name_width}}  {'shape':14}  matched by")
+        for v in self.variables:
+            cells = f"  {_yes_no(v.weight_decay):5}  "
+            if self.has_layer_adaptation:
+                cells += f"{_yes_no(v.layer_adaptation):5}  "
+            matched = "; ".join(f"{_SHORT[a]} {', '.join(map(repr, p))}" for a, p in v.matched.items() if p)
+            shape = "?" if v.shape is None else str(tuple(v.shape))
+            lines.append(f"{cells}{v.name:{name_width}}  {shape:14}  {matched}".rstrip())
+        lines.append("")
+        lines.append(self.summary() + ".")
+        lines.extend(f"WARNING: {line}." for line in self.warnings)
+        return "\n".join(lines)
+
+
+_SHORT = {
+    "exclude_from_weight_decay": "decay-excluded by",
+    "include_in_weight_decay": "decay-included by",
+    "exclude_from_layer_adaptation": "adapt-excluded by",
+}
+
+
+def _yes_no(value: bool | None) -> str:
+    return "-" if value is None else ("yes" if value else "no")
+
+
+def decay_report(
+    optimizer: Any,
+    variables: Any,
+    *,
+    layer_adaptation: bool | None = None,
+) -> DecayReport:
+    """Which of ``variables`` get weight decay and layer adaptation from ``optimizer``.
+
+    Args:
+        optimizer: a tf_bertopt optimizer (AdamWeightDecay or LAMB, either
+            Keras flavour, built or not, or wrapped in a ``LossScaleOptimizer``)
+            or a ``name_matching.NameRules``.
+        variables: a Keras model or layer (its trainable variables are
+            used), or an iterable of variables or of full variable names
+            (e.g. the names in a TF1 checkpoint).
+        layer_adaptation: whether to report layer adaptation. Defaults to
+            True for LAMB, False for AdamWeightDecay, and for a ``NameRules``
+            to whether it excludes anything from adaptation.
+
+    Returns:
+        A ``DecayReport``; ``print()`` it for a table.
+
+    Raises:
+        TypeError: ``optimizer`` has no patterns, or ``variables`` is not one of the above.
+    """
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # unwrap a LossScaleOptimizer
+    if isinstance(optimizer, NameRules):
+        rules, owner, rate = optimizer, "patterns", None
+        adapts = bool(rules.exclude_from_layer_adaptation) if layer_adaptation is None else layer_adaptation
+    elif isinstance(getattr(optimizer, "name_rules", None), NameRules):
+        rules, owner = optimizer.name_rules, type(optimizer).__name__
+        rate = getattr(optimizer, "weight_decay_rate", None)
+        adapts = _has_layer_adaptation(optimizer) if layer_adaptation is None else layer_adaptation
+    else:
+        raise TypeError(
+            "decay_report: `optimizer` must be a tf_bertopt optimizer (AdamWeightDecay, LAMB) or a "
+            f"tf_bertopt.name_matching.NameRules; received {type(optimizer).__name__} {optimizer!r}."
+        )
+    entries = _named_variables(variables)
+    names = [name for name, _ in entries]
+    decisions, selected = [], 0
+    for name, variable in entries:
+        selected += rules.uses_weight_decay(name)
+        built = _built_decisions(optimizer, variable)
+        decay = built[0] if built else rules.uses_weight_decay(name) and rate != 0.0
+        adapt = (built[1] if built else rules.uses_layer_adaptation(name)) if adapts else None
+        matched = {
+            argument: tuple(p for p in getattr(rules, argument) if name_matching.matches_any(name, [p]))
+            for argument in _LIST_NAMES
+            if adapts or argument != "exclude_from_layer_adaptation"
+        }
+        decisions.append(VariableDecision(name, _shape(variable), decay, adapt, matched))
+    unmatched = unmatched_patterns(rules, names)
+    if not adapts:
+        unmatched.pop("exclude_from_layer_adaptation", None)
+    return DecayReport(owner, rules, rate, tuple(decisions), unmatched, selected)
+
+
+def _has_layer_adaptation(optimizer) -> bool:
+    # LAMB serializes its adaptation exclusions; AdamWeightDecay has none.
+    return "exclude_from_layer_adaptation" in optimizer.get_config()
+
+
+def _named_variables(variables) -> list[tuple[str, Any]]:
+    if hasattr(variables, "trainable_variables") and not isinstance(variables, (str, bytes)):
+        variables = variables.trainable_variables
+    if isinstance(variables, (str, bytes)) or not isinstance(variables, Iterable):
+        raise TypeError(
+            "decay_report: `variables` must be a Keras model or layer, or an iterable of variables or "
+            f"of variable names; received {type(variables).__name__} {variables!r}."
+        )
+    entries = []
+    for variable in variables:
+        if isinstance(variable, str):
+            entries.append((variable, None))
+        elif hasattr(variable, "name"):
+            entries.append((name_matching.variable_name(variable), variable))
+        else:
+            raise TypeError(
+                "decay_report: every entry of `variables` must be a variable or a name (str); "
+                f"received {type(variable).__name__} {variable!r}."
+            )
+    return entries
+
+
+def _shape(variable) -> tuple[int | None, ...] | None:
+    shape = getattr(variable, "shape", None)
+    if shape is None:
+        return None
+    return tuple(None if d is None else int(d) for d in shape)
+
+
+def _built_decisions(optimizer, variable) -> tuple[bool, bool] | None:
+    """The built optimizer's own answer, which also counts ``exclude_from_weight_decay(var_list=...)``."""
+    if variable is None or not getattr(optimizer, "built", False):
+        return None
+    try:
+        return bool(optimizer.uses_weight_decay(variable)), bool(optimizer.uses_layer_adaptation(variable))
+    except (KeyError, ValueError):  # a variable this optimizer does not train
+        return None
+
+
+# ``tf-bertopt decay-report``: the same report for a saved model.
+
+
+
+def load_model(path: str, compile: bool = False):
+    """A saved Keras 3 or tf-keras model, the flavour chosen from the file.
+
+    ``.keras`` archives name the Keras version that wrote them (2.x is
+    tf-keras); ``.h5`` files and SavedModel folders are tf-keras.
+    """
+    import json
+    import os
+    import zipfile
+
+    if not os.path.exists(path):
+        raise ValueError(f"no such model file or folder: {path!r}")
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            try:
+                metadata = json.loads(archive.read("metadata.json"))
+            except KeyError:
+                raise ValueError(f"{path!r} is a zip file but not a saved Keras model (no metadata.json)") from None
+        flavour = "tf_keras" if str(metadata.get("keras_version", "3")).startswith("2.") else "keras"
+    elif path.endswith((".h5", ".hdf5")) or os.path.isdir(path):
+        flavour = "tf_keras"
+    else:
+        raise ValueError(f"{path!r} is not a saved Keras model (.keras, .h5 or a SavedModel folder)")
+    import importlib
+
+    library = importlib.import_module(flavour)
+    try:
+        return library.models.load_model(path, compile=compile)
+    except Exception as error:  # noqa: BLE001 - any loading failure is reported in one line
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(
+            f"could not load {path!r} with {flavour}: {first_line} "
+            "(custom layers? pass --custom-module with the module that registers them)"
+        ) from None
+
+
+def run(args) -> int:
+    import importlib
+
+    given = [argument for argument in _LIST_NAMES if getattr(args, argument) is not None]
+    if args.saved_optimizer and given:
+        raise ValueError("--saved-optimizer uses the saved optimizer's patterns; give no pattern options with it")
+    for module in args.custom_module:
+        importlib.import_module(module)
+    model = load_model(args.model, compile=args.saved_optimizer)
+    if args.saved_optimizer:
+        optimizer = getattr(model, "optimizer", None)
+        if not isinstance(getattr(optimizer, "name_rules", None), NameRules):
+            raise ValueError(
+                f"{args.model!r} was not saved compiled with a tf_bertopt optimizer "
+                f"(its optimizer is {type(optimizer).__name__}); drop --saved-optimizer and give the patterns"
+            )
+        report = decay_report(optimizer, model)
+    else:
+        defaults = {"exclude_from_weight_decay": BERT_EXCLUSIONS}
+        rules = NameRules(
+            *(
+                name_matching.compile_patterns(
+                    "decay-report",
+                    f"--{argument.replace('_', '-')}",
+                    getattr(args, argument) if argument in given else defaults.get(argument, ()),
+                )
+                for argument in _LIST_NAMES
+            )
+        )
+        if args.optimizer == "adamw" and rules.exclude_from_layer_adaptation:
+            raise ValueError("--exclude-from-layer-adaptation only applies to --optimizer lamb")
+        report = decay_report(rules, model, layer_adaptation=args.optimizer == "lamb")
+    print(f"{args.model}: {type(model).__name__} {model.name!r}")
+    print(report)
+    return 1 if args.strict and report.warnings else 0
+
+
+def add_command(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "decay-report",
+        help="list which variables of a saved model get weight decay and layer adaptation",
+        description=(
+            "Loads a saved Keras model (.keras from Keras 3 or tf-keras; .h5 and SavedModel folders from "
+            "tf-keras) and prints, for each trainable variable, whether the given patterns give it weight "
+            "decay and LAMB's layer adaptation, which pattern decided, and a warning for every pattern that "
+            "matches no variable. Patterns are regular expressions searched (re.search) in the full "
+            "variable name: Keras 3 variable.path, tf-keras variable.name without ':0'. The defaults are "
+            "those of tf_bertopt.create_optimizer."
+        ),
+    )
+    parser.add_argument("model", help="saved model: a .keras file, a .h5 file or a SavedModel folder")
+    parser.add_argument("--exclude-from-weight-decay", nargs="*", metavar="PATTERN", 
+                        help=f"variables not decayed (default: BERT's {list(BERT_EXCLUSIONS)}; "
+                             "the option with no pattern gives an empty list)")
+    parser.add_argument("--include-in-weight-decay", nargs="*", metavar="PATTERN",
+                        help="variables decayed even if excluded (default: none)")
+    parser.add_argument("--exclude-from-layer-adaptation", nargs="*", metavar="PATTERN",
+                        help="variables LAMB does not adapt (default: none, as TF1 LAMB; ALBERT passes BERT's list)")
+    parser.add_argument("--optimizer", choices=("lamb", "adamw"), default="lamb",
+                        help="lamb (default) also reports layer adaptation; adamw reports weight decay only")
+    parser.add_argument("--saved-optimizer", action="store_true",
+                        help="use the patterns of the tf_bertopt optimizer the model was saved compiled with")
+    parser.add_argument("--custom-module", action="append", default=[], metavar="MODULE",
+                        help="import this module first (it registers the model's custom layers); repeatable")
+    parser.add_argument("--strict", action="store_true", help="exit with code 1 if there is any warning")
+    parser.set_defaults(func=run)

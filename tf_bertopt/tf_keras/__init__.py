@@ -1,0 +1,15 @@
+"""The tf-keras (Keras 2) front end: ``tf_keras.optimizers.Optimizer`` subclasses.
+
+For ``import tf_keras`` code, and for ``tf.keras`` when TensorFlow is imported
+with ``TF_USE_LEGACY_KERAS=1``. Same names, arguments and numbers as
+``tf_bertopt.keras3``.
+"""
+
+from tf_bertopt.recipe import make_create_optimizer
+from tf_bertopt.tf_keras.adam_weight_decay import AdamWeightDecay
+from tf_bertopt.tf_keras.lamb import LAMB
+from tf_bertopt.tf_keras.schedules import WarmupPolynomialDecay
+
+create_optimizer = make_create_optimizer(AdamWeightDecay, LAMB, WarmupPolynomialDecay)
+
+__all__ = ["AdamWeightDecay", "LAMB", "WarmupPolynomialDecay", "create_optimizer"]

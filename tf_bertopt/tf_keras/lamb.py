@@ -1,0 +1,13 @@
+"""LAMB (layer-wise adaptive moments) for tf-keras (Keras 2), as in the TF1 BERT-based LAMBOptimizer."""
+
+from __future__ import annotations
+
+import tf_keras
+
+from tf_bertopt import front_end
+from tf_bertopt.tf_keras.base import KERAS_KEYWORDS_DOC, BertOptimizer
+
+
+@tf_keras.saving.register_keras_serializable(package="tf_bertopt")
+class LAMB(front_end.LambMixin, BertOptimizer):
+    __doc__ = front_end.LambMixin.__doc__ + KERAS_KEYWORDS_DOC
