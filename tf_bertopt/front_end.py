@@ -180,7 +180,13 @@ class BertOptimizerMixin:
             for n, v in zip(names, var_list)
         ]
         self._layer_adaptation = [self.name_rules.uses_layer_adaptation(n) for n in names]
-        self._fused_updates = fused_updates.FusedUpdates(self.beta_1, self.beta_2, self.epsilon) if self.fused else None
+        self._fused_updates = None
+        if self.fused:
+            self._fused_updates = fused_updates.FusedUpdates(self.beta_1, self.beta_2, self.epsilon)
+            self._prepare_fused_updates(var_list)
+
+    def _prepare_fused_updates(self, var_list) -> None:
+        """Whatever the algorithm's fused update needs made at build time."""
 
     def _fused_update_all(self, grads, variables, learning_rate) -> None:
         """Updates ``variables`` (``tf.Variable`` objects) with ``fused=True``, all in one call."""
@@ -238,8 +244,6 @@ class BertOptimizerMixin:
 def _tf_variable(variable):
     # A Keras 3 variable holds its tf.Variable in `.value`; tf-keras slots are tf.Variables.
     return variable if isinstance(variable, tf.Variable) else variable.value
-
-
 
 
 class AdamWeightDecayMixin:
@@ -448,11 +452,9 @@ class LambMixin:
     def _updated(self, index, weight, grad, m, v, learning_rate):
         return update_rules.lamb_update(weight, grad, m, v, learning_rate, self.iterations, **self._lamb_options(index))
 
-    def _decide_per_variable(self, var_list) -> None:
-        super()._decide_per_variable(var_list)
-        if self.fused:
-            adapted = [v for v, adapt in zip(var_list, self._layer_adaptation) if adapt]
-            self._fused_updates.reserve_norm_scratch(adapted)
+    def _prepare_fused_updates(self, var_list) -> None:
+        adapted = [v for v, adapt in zip(var_list, self._layer_adaptation) if adapt]
+        self._fused_updates.reserve_norm_scratch(adapted)
 
     def _fused_update(self, indices, variables, ms, vs, grads, learning_rate, step):
         self._fused_updates.lamb(

@@ -23,8 +23,10 @@ ordinary (not XLA-compiled) step, or inlined into a ``jit_compile=True`` one:
 The math is ``tf_bertopt.update_rules``. What keeps the results bit-identical
 to TF's op-by-op kernels, and so to TF1:
 
-* every product that is then added goes through :func:`separately_rounded`,
-  which stops XLA from contracting ``a*b + c`` into a fused multiply-add;
+* every product that is then added (and LAMB's bias-corrected moments, which
+  are divided again) goes through :func:`separately_rounded`, which stops XLA
+  from contracting ``a*b + c`` into a fused multiply-add or rewriting
+  ``(a/b)/c`` as ``a/(b*c)``;
 * LAMB's norms are summed by TF's own ``Sum`` kernel outside the compiled
   code, since a sum's rounding depends on its order. The compiled first pass
   writes ``w^2`` and ``u^2`` for TF to sum (into a reused buffer, for a large
@@ -55,18 +57,19 @@ _BITS = {2: tf.int16, 4: tf.int32, 8: tf.int64}
 
 
 def separately_rounded(step):
-    """A ``rounded`` hook for ``update_rules`` that blocks fused multiply-adds.
+    """A ``rounded`` hook for ``update_rules`` that keeps XLA from fusing across it.
 
-    The product's bits are OR-ed with zero through an integer view. The zero
-    is ``cast(step < 0)`` of the optimizer's (never negative) step counter, a
-    run-time value, so neither XLA nor LLVM can fold the OR away, and the
-    product must be rounded to its dtype before it is added, as TF rounds it.
+    The value's bits are OR-ed with zero through an integer view. The zero is
+    ``cast(step < 0)`` of the optimizer's (never negative) step counter, a
+    run-time value, so neither XLA nor LLVM can fold the OR away: the value
+    must be rounded to its dtype, as TF rounds it, before the next operation
+    (no fused multiply-add, no rewriting ``(a/b)/c`` as ``a/(b*c)``).
     """
 
-    def rounded(product):
-        bits = _BITS[product.dtype.size]
+    def rounded(value):
+        bits = _BITS[value.dtype.size]
         zero = tf.cast(step < 0, bits)
-        return tf.bitcast(tf.bitwise.bitwise_or(tf.bitcast(product, bits), zero), product.dtype)
+        return tf.bitcast(tf.bitwise.bitwise_or(tf.bitcast(value, bits), zero), value.dtype)
 
     return rounded
 

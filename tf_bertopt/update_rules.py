@@ -14,12 +14,13 @@ reproduces TF1 bit for bit:
   (``float32(1 - 0.9)`` differs from ``float32(1) - float32(0.9)``);
 * ``lr * r`` is formed before it multiplies the update, as in TF1 LAMB.
 
-Each product that is then added is passed through ``rounded`` (the identity
-by default). TF runs every operation as its own kernel, so such a product is
-rounded to float32 before the addition; a compiler that fuses the operations
-(XLA) may instead emit one fused multiply-add, rounded once, which differs in
-the last bit. ``tf_bertopt.fused_updates`` passes a ``rounded`` that forbids
-that contraction.
+Each product that is then added, and each quotient that is divided again,
+is passed through ``rounded`` (the identity by default). TF runs every
+operation as its own kernel, so such an intermediate is rounded to float32
+before the next operation; a compiler that fuses the operations (XLA) may
+instead emit one fused multiply-add, rounded once, or rewrite ``(a/b)/c`` as
+``a/(b*c)``, which differ in the last bit. ``tf_bertopt.fused_updates``
+passes a ``rounded`` that forbids both.
 """
 
 from __future__ import annotations
@@ -54,12 +55,12 @@ def moments(grad, m, v, beta_1: float, beta_2: float, rounded=_identity):
     return next_m, next_v
 
 
-def bias_corrected(m, v, beta_1: float, beta_2: float, step):
+def bias_corrected(m, v, beta_1: float, beta_2: float, step, rounded=_identity):
     """``m/(1-b1^(t+1))`` and ``v/(1-b2^(t+1))`` for update number ``t`` (from 0)."""
     count = tf.cast(step, m.dtype) + _const(1.0, m)
     m_hat = m / (_const(1.0, m) - tf.pow(_const(beta_1, m), count))
     v_hat = v / (_const(1.0, v) - tf.pow(_const(beta_2, v), count))
-    return m_hat, v_hat
+    return rounded(m_hat), rounded(v_hat)
 
 
 def adam_direction(m, v, epsilon: float):
@@ -165,7 +166,7 @@ def lamb_direction_from_moments(
 ):
     """LAMB's un-scaled update ``u`` from moments ``m``, ``v`` already updated for this step."""
     if bias_correction:
-        m, v = bias_corrected(m, v, beta_1, beta_2, step)
+        m, v = bias_corrected(m, v, beta_1, beta_2, step, rounded)
     update = adam_direction(m, v, epsilon)
     if weight_decay_rate:
         update = add_weight_decay(update, weight, weight_decay_rate, rounded)

@@ -1,0 +1,168 @@
+"""``fused=True`` (``tf_bertopt.fused_updates``): the same numbers as the TF1 graph, bit for bit.
+
+The fused path is bit-identical to the op-by-op one, so its bound is 0 ulps
+per step: every test compares with ``np.array_equal``. The TF1 graph of
+``tests/tf1_reference.py`` is the reference where it has the options; LAMB's
+bias correction and trust-ratio bounds, which it lacks, are compared with the
+op-by-op path (itself checked against the float64 reference elsewhere).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import harness
+import test_parity
+from tf_bertopt import fused_updates, update_rules
+
+KINDS = ["adamw", "lamb"]
+
+
+def make_optimizer(flavour, kind, config_name="constant_lr", fused=True, **extra):
+    config = test_parity.CONFIGS[config_name]
+    kwargs = dict(test_parity.OPTIMIZER_ARGS[kind], **test_parity.NAME_ARGS, **extra)
+    if config["clip_norm"] is not None:
+        kwargs["global_clipnorm"] = config["clip_norm"]
+    api = harness.front_end(flavour)
+    if "schedule" in config:
+        s = config["schedule"]
+        kwargs["learning_rate"] = api.WarmupPolynomialDecay(s["init_lr"], s["num_train_steps"], s["num_warmup_steps"])
+    else:
+        kwargs["learning_rate"] = config["learning_rate"]
+    cls = api.AdamWeightDecay if kind == "adamw" else api.LAMB
+    return cls(fused=fused, **kwargs)
+
+
+def run(flavour, optimizer, steps=30, jit_compile=False):
+    weights = harness.initial_weights()
+    return harness.run(flavour, optimizer, weights, harness.gradient_steps(weights, steps), jit_compile=jit_compile)
+
+
+def assert_same(ours, reference):
+    assert len(ours) == len(reference)
+    for step, (mine, theirs) in enumerate(zip(ours, reference)):
+        for name in mine:
+            for slot, a, b in zip("wmv", mine[name], theirs[name]):
+                assert np.array_equal(a, b), (
+                    f"step {step}, {name} ({slot}): {harness.max_ulp_difference(a, b)} ulps apart"
+                )
+
+
+def compiled_calls(optimizer) -> int:
+    """How many of the fused path's compiled functions were traced: 0 means it was not used."""
+    functions = [f for f in vars(optimizer._fused_updates).values() if hasattr(f, "experimental_get_tracing_count")]
+    return sum(f.experimental_get_tracing_count() for f in functions)
+
+
+@pytest.mark.parametrize("config_name", test_parity.CONFIGS)
+@pytest.mark.parametrize("kind", KINDS)
+def test_fused_equals_tf1_graph_bit_for_bit(flavour, kind, config_name):
+    optimizer = make_optimizer(flavour, kind, config_name)
+    ours = run(flavour, optimizer)
+    assert compiled_calls(optimizer) > 0
+    assert_same(ours, test_parity.tf1_history(kind, config_name))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_fused_large_variable_path_equals_tf1_graph(flavour, kind, monkeypatch):
+    # Every variable counts as large: each is updated in place by its own call,
+    # and LAMB's squares go through the reused buffer.
+    monkeypatch.setattr(fused_updates, "SMALL_ELEMENTS", 1)
+    optimizer = make_optimizer(flavour, kind, "bert_schedule_clipped")
+    ours = run(flavour, optimizer)
+    if kind == "lamb":
+        assert optimizer._fused_updates._scratch, "no buffer for LAMB's squares"
+        assert optimizer._fused_updates._lamb_squares_into.experimental_get_tracing_count() > 0
+    assert_same(ours, test_parity.tf1_history(kind, "bert_schedule_clipped"))
+
+
+@pytest.mark.parametrize("large", [False, True], ids=["small", "large"])
+def test_fused_lamb_options_equal_op_by_op_path(large, monkeypatch):
+    if large:
+        monkeypatch.setattr(fused_updates, "SMALL_ELEMENTS", 1)
+    options = dict(bias_correction=True, weight_norm_bounds=(0.1, 0.9), trust_ratio_bounds=(0.0, 4.0))
+    fused = run("keras3", make_optimizer("keras3", "lamb", fused=True, **options), steps=20)
+    exact = run("keras3", make_optimizer("keras3", "lamb", fused=False, **options), steps=20)
+    assert_same(fused, exact)
+
+
+def test_fused_adamw_under_jit_compile_equals_tf1_graph():
+    # The whole step compiled by XLA: only the rounding guard keeps XLA from
+    # fusing multiply-adds (clipping and the schedule are left out: their
+    # reductions and powers are XLA's own under jit_compile).
+    ours = run("keras3", make_optimizer("keras3", "adamw"), jit_compile=True)
+    assert_same(ours, test_parity.tf1_history("adamw", "constant_lr"))
+
+
+def test_xla_without_the_rounding_guard_differs_from_tf():
+    # What the guard is for: the same math compiled without it rounds differently.
+    rng = np.random.default_rng(3)
+    weight, grad, m, v = (tf.constant(rng.normal(0, s, 4096).astype(np.float32)) for s in (0.5, 0.01, 0.01, 0.01))
+    v = tf.abs(v)
+
+    def update(rounded):
+        return update_rules.adam_weight_decay_update(
+            weight, grad, m, v, tf.constant(1e-3), beta_1=0.9, beta_2=0.999, epsilon=1e-6,
+            weight_decay_rate=0.01, rounded=rounded,
+        )
+
+    step = tf.constant(5, tf.int64)
+    by_tf = tf.function(lambda: update(lambda x: x))()
+    unguarded = tf.function(lambda: update(lambda x: x), jit_compile=True)()
+    guarded = tf.function(lambda: update(fused_updates.separately_rounded(step)), jit_compile=True)()
+    assert any(not np.array_equal(a, b) for a, b in zip(by_tf, unguarded))
+    for a, b in zip(by_tf, guarded):
+        assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_fused_sparse_gradient_equals_dense(kind):
+    embeddings, indices = "embeddings/word_embeddings", np.array([2, 0, 2, 5], np.int64)
+    weights = harness.initial_weights()
+    rng = np.random.default_rng(7)
+    sparse, dense = [], []
+    for step in harness.gradient_steps(weights, 10):
+        values = rng.normal(0.0, 0.4, (len(indices), 4)).astype(np.float32)
+        summed = np.zeros_like(weights[embeddings])
+        np.add.at(summed, indices, values)
+        sparse.append(dict(step, **{embeddings: (values, indices)}))
+        dense.append(dict(step, **{embeddings: summed}))
+    from_sparse = harness.run("keras3", make_optimizer("keras3", kind), weights, sparse, sparse=[embeddings])
+    from_dense = harness.run("keras3", make_optimizer("keras3", kind, fused=False), weights, dense)
+    assert_same(from_sparse, from_dense)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_fused_is_in_config_and_restored(flavour, kind):
+    optimizer = make_optimizer(flavour, kind)
+    config = optimizer.get_config()
+    assert config["fused"] is True
+    assert type(optimizer).from_config(config).fused is True
+    assert make_optimizer(flavour, kind, fused=False).get_config()["fused"] is False
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None])
+def test_fused_must_be_a_boolean(flavour, value):
+    with pytest.raises(ValueError, match=r"`fused` must be True or False; received fused="):
+        harness.front_end(flavour).AdamWeightDecay(fused=value)
+
+
+def test_batches_group_same_shapes_and_pack_lone_ones(monkeypatch):
+    monkeypatch.setattr(fused_updates, "SMALL_ELEMENTS", 100)
+    monkeypatch.setattr(fused_updates, "GROUP_SIZE", 2)
+    shapes = [(10, 10), (3,), (4, 2), (3,), (3,), (5,), (20, 5), (7,)]
+    variables = [tf.Variable(tf.zeros(shape)) for shape in shapes]
+    variables.append(tf.Variable(tf.zeros((9,), tf.float16)))  # another dtype: not packed with the others
+    options = [0.0] * len(variables)
+    options[7] = 0.5  # other options: not packed with the others
+    assert fused_updates.batches(variables, options) == [
+        ("in_place", [0]),  # large
+        ("in_place", [6]),
+        ("in_place", [1, 3]),  # same shape, GROUP_SIZE at a time
+        ("in_place", [4]),
+        ("packed", [2, 5]),  # lone shapes, same dtype and options
+        ("in_place", [7]),
+        ("in_place", [8]),
+    ]
