@@ -67,14 +67,16 @@ def test_fused_equals_tf1_graph_bit_for_bit(flavour, kind, config_name):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_fused_large_variable_path_equals_tf1_graph(flavour, kind, monkeypatch):
-    # Every variable counts as large: each is updated in place by its own call,
-    # and LAMB's squares go through the reused buffer.
+    # Every variable counts as large: each is updated in place by its own call;
+    # LAMB's squares of those with 5 elements or more go through the reused buffer.
     monkeypatch.setattr(fused_updates, "SMALL_ELEMENTS", 1)
+    monkeypatch.setattr(fused_updates, "SCRATCH_MIN_ELEMENTS", 5)
     optimizer = make_optimizer(flavour, kind, "bert_schedule_clipped")
     ours = run(flavour, optimizer)
     if kind == "lamb":
         assert optimizer._fused_updates._scratch, "no buffer for LAMB's squares"
         assert optimizer._fused_updates._lamb_squares_into.experimental_get_tracing_count() > 0
+        assert optimizer._fused_updates._lamb_moments_in_place.experimental_get_tracing_count() > 0
     assert_same(ours, test_parity.tf1_history(kind, "bert_schedule_clipped"))
 
 
@@ -82,6 +84,7 @@ def test_fused_large_variable_path_equals_tf1_graph(flavour, kind, monkeypatch):
 def test_fused_lamb_options_equal_op_by_op_path(large, monkeypatch):
     if large:
         monkeypatch.setattr(fused_updates, "SMALL_ELEMENTS", 1)
+        monkeypatch.setattr(fused_updates, "SCRATCH_MIN_ELEMENTS", 5)
     options = dict(bias_correction=True, weight_norm_bounds=(0.1, 0.9), trust_ratio_bounds=(0.0, 4.0))
     fused = run("keras3", make_optimizer("keras3", "lamb", fused=True, **options), steps=20)
     exact = run("keras3", make_optimizer("keras3", "lamb", fused=False, **options), steps=20)
@@ -94,6 +97,27 @@ def test_fused_adamw_under_jit_compile_equals_tf1_graph():
     # reductions and powers are XLA's own under jit_compile).
     ours = run("keras3", make_optimizer("keras3", "adamw"), jit_compile=True)
     assert_same(ours, test_parity.tf1_history("adamw", "constant_lr"))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_fused_under_jit_compile_with_clipping_within_xla_bound_of_tf1(kind, monkeypatch):
+    # Under jit_compile XLA computes clipping's global norm, the schedule and
+    # LAMB's norms itself (in its own order): test_xla's bound of 8 ulps of
+    # each tensor's largest element applies. Large variables, to check that
+    # LAMB leaves its reused buffer aside when XLA compiles the whole step.
+    monkeypatch.setattr(fused_updates, "SMALL_ELEMENTS", 1)
+    monkeypatch.setattr(fused_updates, "SCRATCH_MIN_ELEMENTS", 5)
+    optimizer = make_optimizer("keras3", kind, "bert_schedule_clipped")
+    ours = run("keras3", optimizer, jit_compile=True)
+    assert optimizer._fused_updates._lamb_squares_into.experimental_get_tracing_count() == 0
+    reference = test_parity.tf1_history(kind, "bert_schedule_clipped")
+    worst = max(
+        harness.max_scaled_ulp_difference(a, b)
+        for mine, theirs in zip(ours, reference)
+        for name in mine
+        for a, b in zip(mine[name], theirs[name])
+    )
+    assert worst <= 8
 
 
 def test_xla_without_the_rounding_guard_differs_from_tf():

@@ -280,12 +280,12 @@ class AdamWeightDecayMixin:
         include_in_weight_decay: regular expressions that force decay on,
             winning over ``exclude_from_weight_decay``.
         fused: update each variable and its slots in place with one
-            XLA-compiled pass (small variables several per call), instead
-            of TensorFlow's operations one by one: about 4 to 7 times faster
-            on CPU. The numbers stay bit-identical to TF1 (the compiled code
-            keeps TF's rounding: see ``tf_bertopt.fused_updates``). Needs
-            XLA (every TensorFlow build with a CPU or GPU JIT). Defaults to
-            False.
+            XLA-compiled pass (small variables several per call) instead
+            of TensorFlow's operations one by one: several times faster in
+            a ``tf.function`` (see the README's performance section). The
+            numbers stay bit-identical to TF1: the compiled code keeps TF's
+            rounding (see ``tf_bertopt.fused_updates``). Needs XLA, as
+            every TensorFlow build for CPU or GPU has. Defaults to False.
     """
 
     slot_names = ("adam_m", "adam_v")
@@ -377,12 +377,12 @@ class LambMixin:
         trust_ratio_bounds: ``(lower, upper)`` clamp of the final ratio ``r``,
             as NVIDIA's and DeepSpeed's LAMB offer. Defaults to None.
         fused: update each variable and its slots in place with one
-            XLA-compiled pass (small variables several per call), instead
-            of TensorFlow's operations one by one: about 4 to 7 times faster
-            on CPU. The numbers stay bit-identical to TF1 (the compiled code
-            keeps TF's rounding: see ``tf_bertopt.fused_updates``). Needs
-            XLA (every TensorFlow build with a CPU or GPU JIT). Defaults to
-            False.
+            XLA-compiled pass (small variables several per call) instead
+            of TensorFlow's operations one by one: several times faster in
+            a ``tf.function`` (see the README's performance section). The
+            numbers stay bit-identical to TF1: the compiled code keeps TF's
+            rounding (see ``tf_bertopt.fused_updates``). Needs XLA, as
+            every TensorFlow build for CPU or GPU has. Defaults to False.
     """
 
     slot_names = ("lamb_m", "lamb_v")

@@ -29,11 +29,11 @@ to TF's op-by-op kernels, and so to TF1:
   ``(a/b)/c`` as ``a/(b*c)``;
 * LAMB's norms are summed by TF's own ``Sum`` kernel outside the compiled
   code, since a sum's rounding depends on its order. The compiled first pass
-  writes ``w^2`` and ``u^2`` for TF to sum (into a reused buffer, for a large
-  variable); the second pass recomputes ``u`` from the new ``m``, ``v`` (same
-  operations, same bits) rather than storing it. For a large variable LAMB
-  moves ``8`` (``w^2``) ``+ 4`` (sum) ``+ 28`` (moments, ``u^2``) ``+ 4``
-  (sum) ``+ 16`` (``w``) = 60 bytes per parameter, against a floor of 40.
+  writes ``w^2`` and ``u^2`` for TF to sum (into a reused buffer, for a very
+  large variable); the second pass recomputes ``u`` from the new ``m``, ``v`` (same
+  operations, same bits) rather than storing it. LAMB moves ``32`` (moments,
+  ``w^2``, ``u^2``) ``+ 8`` (sums) ``+ 16`` (``w``) = 56 bytes per parameter
+  (60 through the reused buffer), against a floor of 40.
 
 The functions take plain ``tf.Variable`` objects (Keras 3 ``variable.value``,
 tf-keras variables as they are), so both Keras flavours share them.
@@ -52,6 +52,10 @@ from tf_bertopt import update_rules
 SMALL_ELEMENTS = 2**16
 # Small variables per compiled call: more means fewer calls but longer compilation.
 GROUP_SIZE = 8
+# LAMB variables at least this large have their squares written to a reused
+# buffer (see FusedUpdates.reserve_norm_scratch): 32 MiB of float32, from where
+# glibc maps fresh pages for every allocation.
+SCRATCH_MIN_ELEMENTS = 2**23
 
 _BITS = {2: tf.int16, 4: tf.int32, 8: tf.int64}
 
@@ -153,16 +157,17 @@ class FusedUpdates:
 
         Call it where the optimizer creates its slots (same
         ``tf.distribute`` scope), with the variables LAMB adapts. Each one of
-        ``SMALL_ELEMENTS`` or more then has ``w^2`` and ``u^2`` written in
-        turn into the same persistent buffer, as large as the largest of
-        them, rather than into new tensors: a new variable-sized tensor per
-        step can cost more than the pass itself where the allocator maps
-        fresh pages for it (glibc does above 32 MiB).
+        ``SCRATCH_MIN_ELEMENTS`` or more then has ``w^2`` and ``u^2`` written
+        in turn into the same persistent buffer, as large as the largest of
+        them, rather than into new tensors: a new tensor that size costs
+        more than the pass itself where the allocator maps fresh pages for
+        it (glibc does above 32 MiB). The buffer's uses are ordered, so those
+        variables are updated one after the other.
         """
         sizes: dict = {}
         for variable in variables:
             dtype, size = tf.as_dtype(variable.dtype), variable.shape.num_elements()
-            if size >= SMALL_ELEMENTS:
+            if size >= SCRATCH_MIN_ELEMENTS:
                 sizes[dtype] = max(size, sizes.get(dtype, 0))
         with tf.init_scope():
             for dtype, size in sizes.items():
@@ -217,7 +222,13 @@ class FusedUpdates:
     def _lamb_in_place(self, variables, ms, vs, grads, learning_rate, step, bounds, options):
         variable, size = variables[0], variables[0].shape.num_elements()
         scratch = self._scratch.get(tf.as_dtype(variable.dtype))
-        if len(variables) == 1 and size >= SMALL_ELEMENTS and scratch is not None and scratch.shape[0] >= size:
+        if (
+            len(variables) == 1
+            and size >= SCRATCH_MIN_ELEMENTS
+            and scratch is not None
+            and scratch.shape[0] >= size
+            and not _inside_xla()  # where XLA sums the squares it makes without storing them
+        ):
             # The data dependencies order the buffer's uses: each write waits
             # for the sum of what the previous write put there.
             scratch = local_variable(scratch, variable.device)
@@ -337,6 +348,15 @@ class FusedUpdates:
             weight = variable.read_value()
             arguments = (learning_rate, ratios[index], step, *options)
             variable.assign(self._lamb_apply_math(weight, m.read_value(), v.read_value(), *arguments))
+
+
+def _inside_xla() -> bool:
+    """Whether the graph being built is compiled by XLA as a whole (``jit_compile=True``)."""
+    try:
+        from tensorflow.python.ops import control_flow_util
+    except ImportError:  # pragma: no cover - TensorFlow moved it
+        return False
+    return not tf.executing_eagerly() and control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
 def _read(variable, grad, m, v):
