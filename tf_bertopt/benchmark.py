@@ -23,6 +23,10 @@ allocates beyond what was live before it:
   ``malloc_trim(0)`` has handed freed heap pages back, so that temporaries
   show up even when the allocator reuses memory.
 
+For each ``jit_compile`` step the table also gives the bytes per parameter
+XLA's optimized program reads and writes (``tf_bertopt.compiled_traffic``):
+the traffic it planned, which bounds how close to the floor it can get.
+
 The step applies a constant learning rate without clipping, the same for
 every candidate, with BERT's exclusions from weight decay.
 """
@@ -44,6 +48,8 @@ import time
 from typing import Callable, Sequence
 
 import numpy as np
+
+from tf_bertopt import compiled_traffic
 
 BYTES_PER_PARAMETER = {"adamw": 28, "lamb": 40}
 CANDIDATES = ("adamw", "adamw-fused", "keras-adamw", "lamb", "lamb-fused", "keras-lamb")
@@ -276,6 +282,7 @@ class Entry:
     repeats: int = 1
     times_s: list = dataclasses.field(default_factory=list)
     peak_bytes: int | None = None
+    compiled_bytes_per_parameter: float | None = None
 
     @property
     def key(self) -> str:
@@ -347,17 +354,16 @@ def run_set(
         optimizer = make_optimizer(candidate)
         optimizer.build(variables)
 
-        def apply(optimizer=optimizer):
-            optimizer.apply_gradients(zip([g.read_value() for g in gradients], variables))
-
         for mode in modes:
-            step = tf_function(apply, jit_compile=mode == "jit")
+            step = tf_function(applying(optimizer, gradients, variables), jit_compile=mode == "jit")
             entries.append(Entry(candidate, mode, step))
 
     for entry in entries:
         entry.first_call_s = _timed(entry.step)
         steady = _timed(entry.step)
         entry.repeats = max(1, min(200, math.ceil(min_seconds / max(steady, 1e-6))))
+        if entry.mode == "jit":
+            entry.compiled_bytes_per_parameter = compiled_traffic.compiled_bytes_per_parameter(entry.step, parameters)
         printer(f"  first call {entry.key:<22} {entry.first_call_s:8.2f} s   then {steady * 1e3:9.2f} ms/step")
     for round_index in range(rounds):
         bandwidth.sample()
@@ -368,6 +374,15 @@ def run_set(
     for entry in entries:
         entry.peak_bytes = memory.measure(entry.step)
     return summarize(set_name, shapes, entries, bandwidth.summary(), memory.method)
+
+
+def applying(optimizer, gradients, variables) -> Callable[[], None]:
+    """A function of no arguments (as ``experimental_get_compiler_ir`` wants) applying ``gradients``."""
+
+    def apply():
+        optimizer.apply_gradients(zip([g.read_value() for g in gradients], variables))
+
+    return apply
 
 
 def tf_function(function, jit_compile: bool):
@@ -399,6 +414,7 @@ def summarize(set_name, shapes, entries, bandwidth, memory_method) -> dict:
                 "ratio_to_keras": None if reference is None else median / reference,
                 "first_call_s": entry.first_call_s,
                 "peak_step_bytes": entry.peak_bytes,
+                "compiled_bytes_per_parameter": entry.compiled_bytes_per_parameter,
                 "peak_step_in_largest_variables": None if entry.peak_bytes is None else entry.peak_bytes / largest,
             }
         )
@@ -421,15 +437,17 @@ def format_table(result: dict) -> str:
         f"**{result['set']}**: {result['description']}. Memory bandwidth "
         f"{bandwidth['bytes_per_second'] / 1e9:.1f} GB/s ({bandwidth['method']}).",
         "",
-        "| optimizer | mode | median ms | min ms | max ms | × Keras | × floor | first call s | step peak MB |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| optimizer | mode | median ms | min ms | max ms | × Keras | × floor | first call s | step peak MB | XLA B/param |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in result["results"]:
         keras_ratio = "—" if row["ratio_to_keras"] is None else f"{row['ratio_to_keras']:.2f}"
         peak = "n/a" if row["peak_step_bytes"] is None else f"{row['peak_step_bytes'] / 2**20:.0f}"
+        planned = row.get("compiled_bytes_per_parameter")
+        planned = "—" if planned is None else f"{planned:.0f}"
         lines.append(
             f"| {row['candidate']} | {row['mode']} | {row['median_ms']:.2f} | {row['min_ms']:.2f} | "
-            f"{row['max_ms']:.2f} | {keras_ratio} | {row['ratio_to_floor']:.2f} | {row['first_call_s']:.2f} | {peak} |"
+            f"{row['max_ms']:.2f} | {keras_ratio} | {row['ratio_to_floor']:.2f} | {row['first_call_s']:.2f} | {peak} | {planned} |"
         )
     return "\n".join(lines)
 

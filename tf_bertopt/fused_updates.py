@@ -46,7 +46,7 @@ from typing import Sequence
 
 import tensorflow as tf
 
-from tf_bertopt import update_rules
+from tf_bertopt import update_rules, xla_context
 
 # Variables with fewer elements are updated together (see the module docstring).
 SMALL_ELEMENTS = 2**16
@@ -227,7 +227,7 @@ class FusedUpdates:
             and size >= SCRATCH_MIN_ELEMENTS
             and scratch is not None
             and scratch.shape[0] >= size
-            and not _inside_xla()  # where XLA sums the squares it makes without storing them
+            and not xla_context.inside_xla()  # where XLA sums the squares it makes without storing them
         ):
             # The data dependencies order the buffer's uses: each write waits
             # for the sum of what the previous write put there.
@@ -348,15 +348,6 @@ class FusedUpdates:
             weight = variable.read_value()
             arguments = (learning_rate, ratios[index], step, *options)
             variable.assign(self._lamb_apply_math(weight, m.read_value(), v.read_value(), *arguments))
-
-
-def _inside_xla() -> bool:
-    """Whether the graph being built is compiled by XLA as a whole (``jit_compile=True``)."""
-    try:
-        from tensorflow.python.ops import control_flow_util
-    except ImportError:  # pragma: no cover - TensorFlow moved it
-        return False
-    return not tf.executing_eagerly() and control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
 def _read(variable, grad, m, v):

@@ -29,6 +29,7 @@ import contextlib
 
 import tensorflow as tf
 
+from tf_bertopt import xla_context
 
 
 def _const(value: float, like: tf.Tensor) -> tf.Tensor:
@@ -73,9 +74,30 @@ def add_weight_decay(update, weight, rate: float, rounded=_identity):
     return update + rounded(_const(rate, weight) * weight)
 
 
+def sum_of_elements(tensor):
+    """``sum(x)`` over the whole tensor: TF's ``Sum``, as TF1 computed it.
+
+    Under XLA on a CPU, a float32/64 sum is a matrix-vector product with ones
+    instead (rows of the tensor's last dimension, then the row sums added).
+    XLA:CPU emits a full reduction as one single-threaded scalar loop that also
+    recomputes its element-wise producer (LAMB's update, divisions and square
+    roots included), about 4 times slower than materializing the squares in a
+    parallel vectorized loop and summing them in a library matrix-vector
+    product. XLA sums in its own order either way, so this changes no
+    guarantee. Not on GPU or TPU, where a float32 product may run at reduced
+    precision (TF32, bfloat16 passes).
+    """
+    if not (tensor.dtype in (tf.float32, tf.float64) and tensor.shape.is_fully_defined() and xla_context.inside_xla_on_cpu()):
+        return tf.reduce_sum(tensor)
+    size = tensor.shape.num_elements()
+    width = tensor.shape[-1] if tensor.shape.rank >= 2 else next((w for w in (1024, 256, 64) if size % w == 0 and size > w), size)
+    rows = tf.reshape(tensor, [-1, max(width, 1)])
+    return tf.reduce_sum(tf.linalg.matvec(rows, tf.ones([rows.shape[-1]], tensor.dtype)))
+
+
 def squared_norm(tensor):
     """``sum(x^2)`` over the whole tensor."""
-    return tf.reduce_sum(tf.square(tensor))
+    return sum_of_elements(tf.square(tensor))
 
 
 def l2_norm(tensor):
@@ -96,7 +118,7 @@ def l2_norm_of_parts(squared_norms):
 def norms_of_squares(squares_list):
     """``l2_norm`` of each of several tensors from their squares, computed
     elsewhere: ``sqrt(sum(x^2))`` per tensor, as one vector (one ``sqrt`` for all)."""
-    return tf.sqrt(tf.stack([tf.reduce_sum(squares) for squares in squares_list]))
+    return tf.sqrt(tf.stack([sum_of_elements(squares) for squares in squares_list]))
 
 
 def trust_ratio(weight_norm, update_norm, weight_norm_bounds=None, trust_ratio_bounds=None):
