@@ -1,12 +1,15 @@
-"""Variable updates compiled by XLA into one pass over memory, bit-identical to TF1.
+"""Variable updates compiled by XLA, in place, bit-identical to TF1.
 
 An optimizer step is memory-bound. Run op by op, as TF does in a
 ``tf.function``, AdamWeightDecay's dozen element-wise operations each read and
 write whole variable-sized tensors, and every new tensor is memory the
-allocator must find (on Linux, pages the kernel must map and zero). Compiled
-by XLA into one loop that updates the variable and its slots in place, the
-step reads ``w, g, m, v`` and writes ``w, m, v`` once: 28 bytes per float32
-parameter, the floor.
+allocator must find (on Linux, pages the kernel must map and zero).
+Compiled by XLA, the step updates the variable and its slots in place with no
+temporaries. Ideally that is one loop reading ``w, g, m, v`` and writing
+``w, m, v``: 28 bytes per float32 parameter, the floor. XLA:CPU has no
+multi-output fusion, so it emits one loop per written array (new ``m``, new
+``v``, new ``w``, the last re-reading the first two): 40 bytes per parameter,
+which ``tf_bertopt.compiled_traffic`` reads from the compiled program.
 
 The compiled functions (``tf.function(jit_compile=True)``) are called from the
 ordinary (not XLA-compiled) step, or inlined into a ``jit_compile=True`` one:
@@ -31,9 +34,10 @@ to TF's op-by-op kernels, and so to TF1:
   code, since a sum's rounding depends on its order. The compiled first pass
   writes ``w^2`` and ``u^2`` for TF to sum (into a reused buffer, for a very
   large variable); the second pass recomputes ``u`` from the new ``m``, ``v`` (same
-  operations, same bits) rather than storing it. LAMB moves ``32`` (moments,
-  ``w^2``, ``u^2``) ``+ 8`` (sums) ``+ 16`` (``w``) = 56 bytes per parameter
-  (60 through the reused buffer), against a floor of 40.
+  operations, same bits) rather than storing it. On XLA:CPU the first pass is
+  four loops (new ``m``, new ``v``, ``w^2``, ``u^2``: 48 bytes per parameter),
+  then the two sums (8) and the second pass (16): 72 bytes per parameter
+  against a floor of 40.
 
 The functions take plain ``tf.Variable`` objects (Keras 3 ``variable.value``,
 tf-keras variables as they are), so both Keras flavours share them.
