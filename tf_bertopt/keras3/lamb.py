@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import keras
 
-from tf_bertopt import front_end
+from tf_bertopt.algorithms.lamb import LambMixin
 from tf_bertopt.keras3.base import KERAS_KEYWORDS_DOC, BertOptimizer
 
 
 @keras.saving.register_keras_serializable(package="tf_bertopt")
-class LAMB(front_end.LambMixin, BertOptimizer):
-    __doc__ = front_end.LambMixin.__doc__ + KERAS_KEYWORDS_DOC
+class LAMB(LambMixin, BertOptimizer):
+    __doc__ = LambMixin.__doc__ + KERAS_KEYWORDS_DOC

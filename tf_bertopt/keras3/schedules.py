@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import keras
 
-from tf_bertopt import front_end
+from tf_bertopt.algorithms.warmup_polynomial_decay import WarmupPolynomialDecayMixin
 
 
 @keras.saving.register_keras_serializable(package="tf_bertopt")
-class WarmupPolynomialDecay(front_end.WarmupPolynomialDecayMixin, keras.optimizers.schedules.LearningRateSchedule):
-    __doc__ = front_end.WarmupPolynomialDecayMixin.__doc__
+class WarmupPolynomialDecay(WarmupPolynomialDecayMixin, keras.optimizers.schedules.LearningRateSchedule):
+    __doc__ = WarmupPolynomialDecayMixin.__doc__

@@ -45,7 +45,7 @@ def checked_learning_rate(owner: str, learning_rate):
 
 
 class BertOptimizer(front_end.BertOptimizerMixin, tf_keras.optimizers.Optimizer):
-    """Base of the tf-keras optimizers; subclasses mix in an algorithm from ``tf_bertopt.front_end``."""
+    """Base of the tf-keras optimizers; subclasses mix in an algorithm from ``tf_bertopt.algorithms``."""
 
     flavour = "tf_keras"
 

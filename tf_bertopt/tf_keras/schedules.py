@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import tf_keras
 
-from tf_bertopt import front_end
+from tf_bertopt.algorithms.warmup_polynomial_decay import WarmupPolynomialDecayMixin
 
 
 @tf_keras.saving.register_keras_serializable(package="tf_bertopt")
 class WarmupPolynomialDecay(
-    front_end.WarmupPolynomialDecayMixin, tf_keras.optimizers.schedules.LearningRateSchedule
+    WarmupPolynomialDecayMixin, tf_keras.optimizers.schedules.LearningRateSchedule
 ):
-    __doc__ = front_end.WarmupPolynomialDecayMixin.__doc__
+    __doc__ = WarmupPolynomialDecayMixin.__doc__

@@ -1,0 +1,75 @@
+"""BERT's warmup + polynomial-decay schedule as a Keras ``LearningRateSchedule`` mixin, flavour-neutral."""
+
+from __future__ import annotations
+
+from tf_bertopt.schedules import WarmupPolynomialDecaySpec
+
+
+class WarmupPolynomialDecayMixin:
+    """BERT's learning rate: linear warmup, then polynomial decay counted from step 0.
+
+    ::
+
+        decay(t) = (init - end) * (1 - min(t, T)/T)^power + end
+        lr(t)    = init * t/W  if t < W  else  decay(t)
+
+    ``t`` is the number of optimizer updates done so far. Float32 values are
+    bit-identical to TF1's ``polynomial_decay`` plus BERT's warmup.
+
+    Args:
+        initial_learning_rate: peak rate ``init`` >= 0.
+        decay_steps: ``T`` > 0, the step at which the rate reaches
+            ``end_learning_rate`` (BERT's ``num_train_steps``).
+        warmup_steps: ``W`` >= 0; 0 disables warmup.
+        end_learning_rate: ``end`` >= 0. Defaults to 0.0.
+        power: > 0, the polynomial's power. Defaults to 1.0 (linear).
+        cycle: restart the decay every ``T`` steps (``T`` becomes
+            ``T*ceil(t/T)``). Defaults to False.
+        decay_start: ``"step_0"`` (BERT, TF Model Garden) or ``"warmup_end"``
+            (Hugging Face: decay from ``W`` to ``T`` over ``T - W`` steps).
+        warmup_power: warmup follows ``(t/W)^warmup_power`` (Model Garden's
+            ``WarmUp`` power). Defaults to 1.0.
+        warmup_initial_learning_rate: warmup starts here instead of 0 (Model
+            Garden's ``LinearWarmup``). Defaults to 0.0.
+        name: optional name scope.
+    """
+
+    def __init__(
+        self,
+        initial_learning_rate: float,
+        decay_steps: int,
+        warmup_steps: int = 0,
+        end_learning_rate: float = 0.0,
+        power: float = 1.0,
+        cycle: bool = False,
+        decay_start: str = "step_0",
+        warmup_power: float = 1.0,
+        warmup_initial_learning_rate: float = 0.0,
+        name: str | None = None,
+    ):
+        super().__init__()
+        self.spec = WarmupPolynomialDecaySpec(
+            initial_learning_rate,
+            decay_steps,
+            warmup_steps,
+            end_learning_rate,
+            power,
+            cycle,
+            decay_start,
+            warmup_power,
+            warmup_initial_learning_rate,
+            name,
+        )
+
+    def get_config(self):
+        return self.spec.to_config()
+
+    def __call__(self, step):
+        return self.spec(step)
+
+    def __getattr__(self, attribute):
+        # initial_learning_rate, decay_steps, ... read through to the spec.
+        spec = self.__dict__.get("spec")
+        if spec is not None and attribute in spec.__dataclass_fields__:
+            return getattr(spec, attribute)
+        raise AttributeError(attribute)
