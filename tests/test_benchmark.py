@@ -1,4 +1,4 @@
-"""``tf_bertopt.benchmark`` and ``tf-bertopt bench``: that they run and report, not how fast."""
+"""``tf_bertopt.cli.benchmark`` and ``tf-bertopt bench``: that they run and report, not how fast."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import cli_helpers
-from tf_bertopt import benchmark, cli
+from tf_bertopt import cli
+from tf_bertopt.cli import benchmark
 
 
 def parameters(shapes) -> int:

@@ -1,9 +1,9 @@
-"""tf_bertopt.compiled_traffic: bytes an XLA-compiled step reads and writes."""
+"""tf_bertopt.cli.compiled_traffic: bytes an XLA-compiled step reads and writes."""
 
 import pytest
 import tensorflow as tf
 
-from tf_bertopt import compiled_traffic
+from tf_bertopt.cli import compiled_traffic
 
 HLO = """\
 HloModule step, is_scheduled=true

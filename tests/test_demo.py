@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 import tf_bertopt
-from tf_bertopt import demo, demo_corpus
+from tf_bertopt.cli import demo, demo_corpus
 
 
 def _vocabulary():

@@ -49,7 +49,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from tf_bertopt import compiled_traffic
+from tf_bertopt.cli import compiled_traffic
 
 BYTES_PER_PARAMETER = {"adamw": 28, "lamb": 40}
 CANDIDATES = ("adamw", "adamw-fused", "keras-adamw", "lamb", "lamb-fused", "keras-lamb")

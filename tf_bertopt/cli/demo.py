@@ -20,8 +20,8 @@ import time
 import keras
 import numpy as np
 
-from tf_bertopt import cli_arguments as arguments
-from tf_bertopt import demo_corpus
+from tf_bertopt.cli import arguments
+from tf_bertopt.cli import demo_corpus
 
 DEFAULT_LEARNING_RATES = {"adamw": 1.5e-3, "lamb": 1.5e-2}
 OPTIMIZER_LABELS = {"adamw": "AdamWeightDecay", "lamb": "LAMB"}
@@ -220,7 +220,8 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     import tf_bertopt
-    from tf_bertopt import keras3, plotting  # the demo's model is a Keras 3 model, whatever tf.keras is
+    from tf_bertopt import keras3
+    from tf_bertopt.cli import plotting  # the demo's model is a Keras 3 model, whatever tf.keras is
 
     if args.hidden % 4:
         raise ValueError(f"--hidden must be a multiple of 4 (the number of attention heads); received {args.hidden}.")

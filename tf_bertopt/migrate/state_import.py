@@ -33,7 +33,7 @@ from typing import Callable, Iterable, Mapping, Sequence, Union
 import numpy as np
 
 from tf_bertopt import name_matching
-from tf_bertopt.tf1_checkpoint import BERT_SLOT_FAMILIES, EMA_SUFFIX, GLOBAL_STEP, OTHER_SLOTS, TF1Checkpoint
+from tf_bertopt.migrate.tf1_checkpoint import BERT_SLOT_FAMILIES, EMA_SUFFIX, GLOBAL_STEP, OTHER_SLOTS, TF1Checkpoint
 
 NameMap = Union[Mapping[str, "str | None"], Callable[[str], "str | None"], None]
 

@@ -20,7 +20,7 @@ import dataclasses
 
 import numpy as np
 
-from tf_bertopt import cli_arguments as arguments
+from tf_bertopt.cli import arguments
 
 VARIANTS = ("huggingface", "warmup-power", "warmup-start")
 
@@ -100,7 +100,7 @@ def default_steps(warmup: int, total: int, cycle: bool) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tf_bertopt import plotting
+    from tf_bertopt.cli import plotting
 
     if args.compare is not None and not args.compare:
         args.compare = list(VARIANTS)

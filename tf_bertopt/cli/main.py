@@ -12,15 +12,15 @@ import argparse
 import importlib
 import sys
 
-from tf_bertopt import plotting
+from tf_bertopt.cli import plotting
 
 # Modules providing subcommands, in the order `--help` lists them.
 COMMAND_MODULES = (
-    "tf_bertopt.demo",
-    "tf_bertopt.schedule_preview",
-    "tf_bertopt.decay_reporting",
-    "tf_bertopt.tf1_checkpoint",
-    "tf_bertopt.benchmark",
+    "tf_bertopt.cli.demo",
+    "tf_bertopt.cli.schedule_preview",
+    "tf_bertopt.cli.decay_report",
+    "tf_bertopt.cli.inspect_tf1",
+    "tf_bertopt.cli.benchmark",
 )
 
 

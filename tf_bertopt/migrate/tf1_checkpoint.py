@@ -1,4 +1,4 @@
-"""Reading TF1 name-based checkpoints, and ``tf-bertopt inspect-tf1``.
+"""Reading TF1 name-based checkpoints.
 
 A TF1 ``tf.compat.v1.train.Saver`` checkpoint is a flat map from graph
 variable names to tensors. An optimizer's slots are saved under the name of
@@ -16,7 +16,6 @@ The step count is the ``global_step`` entry.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import dataclasses
 import os
@@ -150,65 +149,3 @@ def _resolved_prefix(tf, path: str) -> str:
     if os.path.isdir(path):
         return tf.train.latest_checkpoint(path) or path
     return path
-
-
-# ---------------------------------------------------------------- the CLI command
-
-
-def add_command(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "inspect-tf1",
-        help="list a TF1 checkpoint's variables, optimizer slots, global step and learning rate",
-        description=(
-            "List the variables of a TF1 checkpoint (name, shape, dtype), the optimizer slots each "
-            "carries and its global_step; with --init-lr and --train-steps, also the learning rate "
-            "BERT's warmup + polynomial-decay schedule gives at that step."
-        ),
-    )
-    parser.add_argument("checkpoint", metavar="CKPT", help="checkpoint prefix or directory")
-    parser.add_argument("--init-lr", type=float, help="BERT's peak learning rate (init_lr)")
-    parser.add_argument("--train-steps", type=int, help="BERT's num_train_steps (decay horizon)")
-    parser.add_argument("--warmup-steps", type=int, default=0, help="BERT's num_warmup_steps (default 0)")
-    parser.set_defaults(func=inspect)
-
-
-def inspect(args: argparse.Namespace) -> int:
-    if (args.init_lr is None) != (args.train_steps is None):
-        raise ValueError(
-            "--init-lr and --train-steps go together (both are needed for the learning rate); "
-            f"received --init-lr={args.init_lr}, --train-steps={args.train_steps}"
-        )
-    spec = None
-    if args.init_lr is not None:
-        from tf_bertopt.schedules import WarmupPolynomialDecaySpec
-
-        spec = WarmupPolynomialDecaySpec(args.init_lr, args.train_steps, args.warmup_steps)
-    checkpoint = TF1Checkpoint(args.checkpoint, owner=None)
-    print(f"TF1 checkpoint {checkpoint.path}")
-    rows = [("variable", "shape", "dtype", "slots")]
-    for name in checkpoint.variables:
-        entry = checkpoint.entries[name]
-        slots = " ".join(sorted(checkpoint.slots.get(name, {})))
-        rows.append((name, str(list(entry.shape)), entry.dtype, slots or "-"))
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    for row in rows:
-        print("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3])
-    with_slots = sum(1 for name in checkpoint.variables if checkpoint.slots.get(name))
-    print(f"\n{len(checkpoint.variables)} variables, {with_slots} with optimizer slots.")
-    print(f"Optimizer slots: {checkpoint.describe_slots()}.")
-    families = checkpoint.bert_families()
-    if families:
-        importable = ", ".join("/".join(family) for family in families)
-        print(f"Importable with tf_bertopt.migrate.load_tf1_optimizer_state: {importable}")
-    step = checkpoint.global_step()
-    print(f"global_step: {step if step is not None else 'none saved'}")
-    if spec is not None:
-        if step is None:
-            print("Learning rate: unknown (the checkpoint has no global_step).")
-        else:
-            rate = float(spec(step))
-            print(
-                f"Learning rate at step {step}: {rate:.6g} (BERT schedule: init_lr={spec.initial_learning_rate:g}, "
-                f"train_steps={spec.decay_steps}, warmup_steps={spec.warmup_steps})"
-            )
-    return 0

@@ -1,0 +1,111 @@
+"""``tf-bertopt decay-report``: which variables of a saved model are decayed and adapted."""
+
+from __future__ import annotations
+
+from tf_bertopt import name_matching
+from tf_bertopt.decay_reporting import _LIST_NAMES, decay_report
+from tf_bertopt.name_matching import NameRules
+from tf_bertopt.recipe import BERT_EXCLUSIONS
+
+def load_model(path: str, compile: bool = False):
+    """A saved Keras 3 or tf-keras model, the flavour chosen from the file.
+
+    ``.keras`` archives name the Keras version that wrote them (2.x is
+    tf-keras); ``.h5`` files and SavedModel folders are tf-keras.
+    """
+    import json
+    import os
+    import zipfile
+
+    if not os.path.exists(path):
+        raise ValueError(f"no such model file or folder: {path!r}")
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            try:
+                metadata = json.loads(archive.read("metadata.json"))
+            except KeyError:
+                raise ValueError(f"{path!r} is a zip file but not a saved Keras model (no metadata.json)") from None
+        flavour = "tf_keras" if str(metadata.get("keras_version", "3")).startswith("2.") else "keras"
+    elif path.endswith((".h5", ".hdf5")) or os.path.isdir(path):
+        flavour = "tf_keras"
+    else:
+        raise ValueError(f"{path!r} is not a saved Keras model (.keras, .h5 or a SavedModel folder)")
+    import importlib
+
+    library = importlib.import_module(flavour)
+    try:
+        return library.models.load_model(path, compile=compile)
+    except Exception as error:  # noqa: BLE001 - any loading failure is reported in one line
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(
+            f"could not load {path!r} with {flavour}: {first_line} "
+            "(custom layers? pass --custom-module with the module that registers them)"
+        ) from None
+
+
+def run(args) -> int:
+    import importlib
+
+    given = [argument for argument in _LIST_NAMES if getattr(args, argument) is not None]
+    if args.saved_optimizer and given:
+        raise ValueError("--saved-optimizer uses the saved optimizer's patterns; give no pattern options with it")
+    for module in args.custom_module:
+        importlib.import_module(module)
+    model = load_model(args.model, compile=args.saved_optimizer)
+    if args.saved_optimizer:
+        optimizer = getattr(model, "optimizer", None)
+        if not isinstance(getattr(optimizer, "name_rules", None), NameRules):
+            raise ValueError(
+                f"{args.model!r} was not saved compiled with a tf_bertopt optimizer "
+                f"(its optimizer is {type(optimizer).__name__}); drop --saved-optimizer and give the patterns"
+            )
+        report = decay_report(optimizer, model)
+    else:
+        defaults = {"exclude_from_weight_decay": BERT_EXCLUSIONS}
+        rules = NameRules(
+            *(
+                name_matching.compile_patterns(
+                    "decay-report",
+                    f"--{argument.replace('_', '-')}",
+                    getattr(args, argument) if argument in given else defaults.get(argument, ()),
+                )
+                for argument in _LIST_NAMES
+            )
+        )
+        if args.optimizer == "adamw" and rules.exclude_from_layer_adaptation:
+            raise ValueError("--exclude-from-layer-adaptation only applies to --optimizer lamb")
+        report = decay_report(rules, model, layer_adaptation=args.optimizer == "lamb")
+    print(f"{args.model}: {type(model).__name__} {model.name!r}")
+    print(report)
+    return 1 if args.strict and report.warnings else 0
+
+
+def add_command(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "decay-report",
+        help="list which variables of a saved model get weight decay and layer adaptation",
+        description=(
+            "Loads a saved Keras model (.keras from Keras 3 or tf-keras; .h5 and SavedModel folders from "
+            "tf-keras) and prints, for each trainable variable, whether the given patterns give it weight "
+            "decay and LAMB's layer adaptation, which pattern decided, and a warning for every pattern that "
+            "matches no variable. Patterns are regular expressions searched (re.search) in the full "
+            "variable name: Keras 3 variable.path, tf-keras variable.name without ':0'. The defaults are "
+            "those of tf_bertopt.create_optimizer."
+        ),
+    )
+    parser.add_argument("model", help="saved model: a .keras file, a .h5 file or a SavedModel folder")
+    parser.add_argument("--exclude-from-weight-decay", nargs="*", metavar="PATTERN", 
+                        help=f"variables not decayed (default: BERT's {list(BERT_EXCLUSIONS)}; "
+                             "the option with no pattern gives an empty list)")
+    parser.add_argument("--include-in-weight-decay", nargs="*", metavar="PATTERN",
+                        help="variables decayed even if excluded (default: none)")
+    parser.add_argument("--exclude-from-layer-adaptation", nargs="*", metavar="PATTERN",
+                        help="variables LAMB does not adapt (default: none, as TF1 LAMB; ALBERT passes BERT's list)")
+    parser.add_argument("--optimizer", choices=("lamb", "adamw"), default="lamb",
+                        help="lamb (default) also reports layer adaptation; adamw reports weight decay only")
+    parser.add_argument("--saved-optimizer", action="store_true",
+                        help="use the patterns of the tf_bertopt optimizer the model was saved compiled with")
+    parser.add_argument("--custom-module", action="append", default=[], metavar="MODULE",
+                        help="import this module first (it registers the model's custom layers); repeatable")
+    parser.add_argument("--strict", action="store_true", help="exit with code 1 if there is any warning")
+    parser.set_defaults(func=run)
