@@ -52,7 +52,7 @@ class LambMixin:
         fused: update each variable and its slots in place with one
             XLA-compiled pass (small variables several per call) instead
             of TensorFlow's operations one by one: several times faster in
-            a ``tf.function`` (see the README's performance section). The
+            a ``tf.function`` (see docs/performance.md). The
             numbers stay bit-identical to TF1: the compiled code keeps TF's
             rounding (see ``tf_bertopt.fused_updates``). Needs XLA, as
             every TensorFlow build for CPU or GPU has. Defaults to False.
