@@ -8,7 +8,8 @@ Conventions (documented in docs/contributing.md):
 * every relative link and #anchor resolves, anchors by GitHub's rules;
 * docs/cli.md has a ``## tf-bertopt COMMAND`` section for every registered command naming
   each of its options, and names no option the command lacks;
-* docs/notebooks.md links every notebook in notebooks/.
+* docs/notebooks.md links every notebook in notebooks/;
+* docs/api.md names every name in the `__all__` of tf_bertopt, its keras3, tf_keras and migrate.
 """
 
 from __future__ import annotations
@@ -265,3 +266,18 @@ def test_notebooks_page_lists_every_notebook():
     listed = (REPO / "docs" / "notebooks.md").read_text(encoding="utf-8")
     notebooks = sorted(path.name for path in (REPO / "notebooks").glob("*.ipynb"))
     assert notebooks and all(f"(../notebooks/{name})" in listed for name in notebooks), notebooks
+
+
+def test_api_reference_names_every_public_name():
+    import importlib
+
+    text = (REPO / "docs" / "api.md").read_text(encoding="utf-8")
+    undocumented = []
+    for namespace in ("tf_bertopt", "tf_bertopt.keras3", "tf_bertopt.tf_keras", "tf_bertopt.migrate"):
+        module = importlib.import_module(namespace)
+        undocumented += [
+            f"{namespace}.{name}"
+            for name in module.__all__
+            if not re.search(rf"`(?:[\w.]+\.)?{re.escape(name)}(?![\w])", text)
+        ]
+    assert not undocumented, f"docs/api.md does not document: {undocumented}"
