@@ -15,6 +15,7 @@ Conventions (documented in docs/contributing.md):
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import dataclasses
 import re
 import subprocess
@@ -105,16 +106,34 @@ def test_readme_stays_a_landing_page():
     assert len(lines) <= 300, f"README.md has {len(lines)} lines; move the depth to a docs/ page"
 
 
-@pytest.mark.parametrize("block", [b for b in PYTHON_BLOCKS if b.not_run_reason is None], ids=lambda b: b.name)
-def test_python_block_runs(block, tmp_path):
-    result = subprocess.run(
+RUNNABLE_BLOCKS = [block for block in PYTHON_BLOCKS if block.not_run_reason is None]
+PARALLEL_BLOCKS = 3  # most of a block's time is TensorFlow's import, which overlaps well
+
+
+def run_block(block: CodeBlock, folder) -> subprocess.CompletedProcess:
+    return subprocess.run(
         [sys.executable, "-c", block.code],
-        cwd=tmp_path,
+        cwd=folder,
         env={**environment(), "MPLBACKEND": "Agg"},
         capture_output=True,
         text=True,
         timeout=BLOCK_TIMEOUT_S,
     )
+
+
+@pytest.fixture(scope="module")
+def block_results(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
+    """Every runnable block, each in its own process and folder, a few at a time."""
+    with concurrent.futures.ThreadPoolExecutor(PARALLEL_BLOCKS) as pool:
+        futures = {
+            block.name: pool.submit(run_block, block, tmp_path_factory.mktemp("block")) for block in RUNNABLE_BLOCKS
+        }
+        return {name: future.result() for name, future in futures.items()}
+
+
+@pytest.mark.parametrize("block", RUNNABLE_BLOCKS, ids=lambda b: b.name)
+def test_python_block_runs(block, block_results):
+    result = block_results[block.name]
     assert result.returncode == 0, f"{block.name} failed:\n{result.stderr[-4000:]}"
 
 
