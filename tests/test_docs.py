@@ -223,7 +223,7 @@ def prose_text(markdown: str) -> str:
 
 
 def cli_commands() -> tuple[dict[str, argparse.ArgumentParser], argparse.ArgumentParser]:
-    from tf_bertopt.cli.main import build_parser
+    from tf_bertopt.cli import build_parser
 
     parser = build_parser()
     (subcommands,) = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
