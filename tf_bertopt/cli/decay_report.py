@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tf_bertopt import name_matching
+from tf_bertopt.cli.arguments import UsageError
 from tf_bertopt.decay_reporting import _LIST_NAMES, decay_report
 from tf_bertopt.name_matching import NameRules
 from tf_bertopt.recipe import BERT_EXCLUSIONS
@@ -18,18 +19,18 @@ def load_model(path: str, compile: bool = False):
     import zipfile
 
     if not os.path.exists(path):
-        raise ValueError(f"no such model file or folder: {path!r}")
+        raise UsageError(f"no such model file or folder: {path!r}")
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
             try:
                 metadata = json.loads(archive.read("metadata.json"))
             except KeyError:
-                raise ValueError(f"{path!r} is a zip file but not a saved Keras model (no metadata.json)") from None
+                raise UsageError(f"{path!r} is a zip file but not a saved Keras model (no metadata.json)") from None
         flavour = "tf_keras" if str(metadata.get("keras_version", "3")).startswith("2.") else "keras"
     elif path.endswith((".h5", ".hdf5")) or os.path.isdir(path):
         flavour = "tf_keras"
     else:
-        raise ValueError(f"{path!r} is not a saved Keras model (.keras, .h5 or a SavedModel folder)")
+        raise UsageError(f"{path!r} is not a saved Keras model (.keras, .h5 or a SavedModel folder)")
     import importlib
 
     library = importlib.import_module(flavour)
@@ -37,7 +38,7 @@ def load_model(path: str, compile: bool = False):
         return library.models.load_model(path, compile=compile)
     except Exception as error:  # noqa: BLE001 - any loading failure is reported in one line
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(
+        raise UsageError(
             f"could not load {path!r} with {flavour}: {first_line} "
             "(custom layers? pass --custom-module with the module that registers them)"
         ) from None
@@ -48,32 +49,35 @@ def run(args) -> int:
 
     given = [argument for argument in _LIST_NAMES if getattr(args, argument) is not None]
     if args.saved_optimizer and given:
-        raise ValueError("--saved-optimizer uses the saved optimizer's patterns; give no pattern options with it")
+        raise UsageError("--saved-optimizer uses the saved optimizer's patterns; give no pattern options with it")
     for module in args.custom_module:
         importlib.import_module(module)
     model = load_model(args.model, compile=args.saved_optimizer)
     if args.saved_optimizer:
         optimizer = getattr(model, "optimizer", None)
         if not isinstance(getattr(optimizer, "name_rules", None), NameRules):
-            raise ValueError(
+            raise UsageError(
                 f"{args.model!r} was not saved compiled with a tf_bertopt optimizer "
                 f"(its optimizer is {type(optimizer).__name__}); drop --saved-optimizer and give the patterns"
             )
         report = decay_report(optimizer, model)
     else:
         defaults = {"exclude_from_weight_decay": BERT_EXCLUSIONS}
-        rules = NameRules(
-            *(
-                name_matching.compile_patterns(
-                    "decay-report",
-                    f"--{argument.replace('_', '-')}",
-                    getattr(args, argument) if argument in given else defaults.get(argument, ()),
+        try:
+            rules = NameRules(
+                *(
+                    name_matching.compile_patterns(
+                        "decay-report",
+                        f"--{argument.replace('_', '-')}",
+                        getattr(args, argument) if argument in given else defaults.get(argument, ()),
+                    )
+                    for argument in _LIST_NAMES
                 )
-                for argument in _LIST_NAMES
             )
-        )
+        except ValueError as error:  # an invalid regular expression
+            raise UsageError(str(error)) from None
         if args.optimizer == "adamw" and rules.exclude_from_layer_adaptation:
-            raise ValueError("--exclude-from-layer-adaptation only applies to --optimizer lamb")
+            raise UsageError("--exclude-from-layer-adaptation only applies to --optimizer lamb")
         report = decay_report(rules, model, layer_adaptation=args.optimizer == "lamb")
     print(f"{args.model}: {type(model).__name__} {model.name!r}")
     print(report)
