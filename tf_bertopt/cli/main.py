@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "tf_bertopt.cli.schedule_preview",
     "tf_bertopt.cli.decay_report",
     "tf_bertopt.cli.inspect_tf1",
+    "tf_bertopt.cli.tf1_example",
     "tf_bertopt.cli.benchmark",
     "tf_bertopt.cli.startup_time",
 )
