@@ -153,3 +153,27 @@ def test_figures_are_never_written_into_the_package(capsys):
 )
 def test_only_tensorflow_log_lines_below_the_level_are_dropped(line, level, hidden):
     assert tensorflow_log.is_hidden_log_line(line, level) is hidden
+
+
+_LOAD_AFTER_IMPORTING = """
+import sys
+{first}
+{second}
+model = keras.models.load_model(sys.argv[1])
+print("LOADED", type(model.optimizer).__module__, type(model.optimizer).__name__)
+"""
+
+
+@pytest.mark.parametrize("order", [("import tf_bertopt", "import keras"), ("import keras", "import tf_bertopt")],
+                         ids=["tf_bertopt-first", "keras-first"])
+def test_saved_models_load_without_custom_objects_after_import_tf_bertopt_in_either_order(order, tmp_path):
+    import keras
+
+    import tf_bertopt
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="hidden")])
+    model.compile(optimizer=tf_bertopt.keras3.LAMB(exclude_from_weight_decay=["bias"]), loss="mse")
+    model.save(tmp_path / "m.keras")
+    result = run_python("-c", _LOAD_AFTER_IMPORTING.format(first=order[0], second=order[1]), str(tmp_path / "m.keras"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "LOADED tf_bertopt.keras3.lamb LAMB" in result.stdout

@@ -9,19 +9,24 @@ tf-keras (``TF_USE_LEGACY_KERAS=1``). ``tf_bertopt.keras3`` and
 ``import tf_bertopt`` imports neither TensorFlow nor Keras: the optimizer
 classes, ``FLAVOUR`` and the explicit namespaces are looked up on first use,
 and ``FLAVOUR`` is then decided the way TensorFlow decides what ``tf.keras``
-is (``tf_bertopt.flavours``).
+is (``tf_bertopt.flavours``). The classes are registered with Keras as soon
+as Keras is imported (``tf_bertopt.registration``), so saved models load
+without ``custom_objects``.
 """
 
 import importlib
 
+from tf_bertopt import registration
 from tf_bertopt.decay_reporting import UnmatchedPatternWarning, decay_report
 
 __version__ = "0.1.0"
 
+registration.register_front_ends()
+
 # Names taken from the front end of the flavour tf.keras is.
 _FRONT_END_NAMES = ("AdamWeightDecay", "LAMB", "WarmupPolynomialDecay", "create_optimizer")
 # Names defined in a module imported on first use.
-_LAZY_MODULE_NAMES: dict = {}
+_LAZY_MODULE_NAMES = {"load_model": "tf_bertopt.saved_models", "restore_optimizer": "tf_bertopt.saved_models"}
 
 
 def __getattr__(name):
@@ -54,6 +59,8 @@ __all__ = [
     "create_optimizer",
     "decay_report",
     "UnmatchedPatternWarning",
+    "load_model",
+    "restore_optimizer",
     "FLAVOUR",
     "__version__",
 ]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+import warnings
+
 from tf_bertopt import name_matching
 from tf_bertopt.cli.arguments import UsageError
 from tf_bertopt.decay_reporting import _LIST_NAMES, decay_report
@@ -52,9 +55,16 @@ def run(args) -> int:
         raise UsageError("--saved-optimizer uses the saved optimizer's patterns; give no pattern options with it")
     for module in args.custom_module:
         importlib.import_module(module)
-    model = load_model(args.model, compile=args.saved_optimizer)
+    with warnings.catch_warnings():
+        # A model whose class overrides compile() (keras-hub's) is loaded with its own optimizer;
+        # --saved-optimizer reads the saved one from the file's compile_config instead.
+        warnings.filterwarnings("ignore", message=r"`compile\(\)` was not called as part of model loading")
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        model = load_model(args.model, compile=args.saved_optimizer)
     if args.saved_optimizer:
         optimizer = getattr(model, "optimizer", None)
+        if not isinstance(getattr(optimizer, "name_rules", None), NameRules):
+            optimizer = _optimizer_in_compile_config(args.model) or optimizer
         if not isinstance(getattr(optimizer, "name_rules", None), NameRules):
             raise UsageError(
                 f"{args.model!r} was not saved compiled with a tf_bertopt optimizer "
@@ -81,7 +91,44 @@ def run(args) -> int:
         report = decay_report(rules, model, layer_adaptation=args.optimizer == "lamb")
     print(f"{args.model}: {type(model).__name__} {model.name!r}")
     print(report)
+    note = _names_note(model, report)
+    if note:
+        print(note)
     return 1 if args.strict and report.warnings else 0
+
+
+def _optimizer_in_compile_config(path: str):
+    """The optimizer a Keras 3 ``.keras`` file was saved compiled with, rebuilt from its ``compile_config``."""
+    from tf_bertopt import saved_models
+
+    try:
+        config = saved_models.saved_compile_config(path)
+    except ValueError:  # not a Keras 3 archive
+        return None
+    if not config or not config.get("optimizer"):
+        return None
+    import keras
+
+    import tf_bertopt.keras3  # noqa: F401 - registers tf_bertopt's classes for deserialization
+
+    return keras.saving.deserialize_keras_object(config["optimizer"])
+
+
+def _names_note(model, report) -> str | None:
+    """Which names a Keras 3 report shows: those of the loaded model, which can lack a prefix."""
+    keras = sys.modules.get("keras")
+    if not report.variables or keras is None or not isinstance(model, keras.Model):
+        return None
+    example = report.variables[0].name
+    if isinstance(model, keras.Sequential):
+        seen = f"a Sequential model built with its layers names this one {model.name}/{example}"
+    else:
+        seen = "Sequential models, for one, carry it"
+    return (
+        "Names: the variable paths of the model as loaded from the file. In the process that built the "
+        f"model, Keras 3 may prefix them with the model's name ({seen}); patterns are searched (re.search) "
+        "in the full path, so decisions agree unless a pattern is anchored with ^."
+    )
 
 
 def add_command(subparsers) -> None:
