@@ -256,4 +256,4 @@ def test_decay_report_of_a_saved_sequential_says_its_names_lack_the_model_prefix
     assert cli.main(["decay-report", str(tmp_path / "tiny.keras"), "--optimizer", "adamw"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"^\s+no\s+hidden/bias", out, re.MULTILINE), out
-    assert "names this one tiny/hidden/kernel" in out
+    assert "(tiny/hidden/kernel for hidden/kernel)" in out

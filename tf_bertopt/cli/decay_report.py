@@ -115,19 +115,16 @@ def _optimizer_in_compile_config(path: str):
 
 
 def _names_note(model, report) -> str | None:
-    """Which names a Keras 3 report shows: those of the loaded model, which can lack a prefix."""
+    """For a Keras 3 Sequential model: its names here lack the prefix they had where it was built."""
     keras = sys.modules.get("keras")
-    if not report.variables or keras is None or not isinstance(model, keras.Model):
+    if not report.variables or keras is None or not isinstance(model, keras.Sequential):
         return None
     example = report.variables[0].name
-    if isinstance(model, keras.Sequential):
-        seen = f"a Sequential model built with its layers names this one {model.name}/{example}"
-    else:
-        seen = "Sequential models, for one, carry it"
     return (
-        "Names: the variable paths of the model as loaded from the file. In the process that built the "
-        f"model, Keras 3 may prefix them with the model's name ({seen}); patterns are searched (re.search) "
-        "in the full path, so decisions agree unless a pattern is anchored with ^."
+        "Names: the variable paths of the model as loaded from the file. In the process that built it, "
+        f"a Keras 3 Sequential model's paths usually start with its name ({model.name}/{example} for {example}); "
+        "patterns are searched (re.search) anywhere in the path, so the decisions are the same there "
+        "unless a pattern is anchored with ^."
     )
 
 
