@@ -20,15 +20,20 @@ FRONT_ENDS = {"keras": "tf_bertopt.keras3", "tf_keras": "tf_bertopt.tf_keras"}
 
 
 class _FrontEndAfterImport(importlib.abc.MetaPathFinder):
-    """Finds ``keras`` / ``tf_keras`` as usual and imports the matching front end after it."""
+    """Finds ``keras`` / ``tf_keras`` as usual and imports the matching front end after it.
+
+    TensorFlow may import Keras while it is itself being imported; the front
+    ends need all of TensorFlow, so they then wait until its import ends.
+    """
 
     def __init__(self, waiting: dict[str, str]):
         self.waiting = dict(waiting)
+        self.after_tensorflow: list[str] = []
 
     def find_spec(self, fullname, path, target=None):
-        if fullname not in self.waiting:
+        if fullname not in self.waiting and fullname != "tensorflow":
             return None
-        # Asked without importing too (importlib.util.find_spec): stay until the module is executed.
+        # Asked without importing too (importlib.util.find_spec): act once the module is executed.
         spec = _spec_from_other_finders(self, fullname, path, target)
         if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return spec
@@ -36,14 +41,28 @@ class _FrontEndAfterImport(importlib.abc.MetaPathFinder):
 
         def exec_module(module):
             execute(module)
-            front_end = self.waiting.pop(fullname, None)
-            if not self.waiting and self in sys.meta_path:
-                sys.meta_path.remove(self)
-            if front_end:
-                importlib.import_module(front_end)
+            self._imported(fullname)
 
         spec.loader.exec_module = exec_module
         return spec
+
+    def _imported(self, fullname: str) -> None:
+        if fullname == "tensorflow":
+            front_ends, self.after_tensorflow = self.after_tensorflow, []
+        else:
+            front_ends = [self.waiting.pop(fullname)] if fullname in self.waiting else []
+            if front_ends and _being_imported("tensorflow"):
+                self.after_tensorflow += front_ends
+                return
+        if not self.waiting and not self.after_tensorflow and self in sys.meta_path:
+            sys.meta_path.remove(self)
+        for front_end in front_ends:
+            importlib.import_module(front_end)
+
+
+def _being_imported(name: str) -> bool:
+    module = sys.modules.get(name)
+    return bool(getattr(getattr(module, "__spec__", None), "_initializing", False))
 
 
 def _spec_from_other_finders(skipped, fullname, path, target):
