@@ -97,6 +97,8 @@ def test_training_continues_bit_identically_after_load_model(saved_run):
         np.testing.assert_array_equal(np.asarray(restored), np.asarray(original), err_msg=original.path)
 
 
+@pytest.mark.filterwarnings("ignore:`compile\\(\\)` was not called as part of model loading")
+@pytest.mark.filterwarnings("ignore:Skipping variable loading for optimizer")
 def test_restore_optimizer_recompiles_a_model_loaded_by_keras(saved_run):
     path, model, saved_config, _ = saved_run
     loaded = keras.models.load_model(path)
