@@ -152,7 +152,9 @@ def add_command(subparsers) -> None:
     parser.add_argument("--optimizer", choices=("lamb", "adamw"), default="lamb",
                         help="lamb (default) also reports layer adaptation; adamw reports weight decay only")
     parser.add_argument("--saved-optimizer", action="store_true",
-                        help="use the patterns of the tf_bertopt optimizer the model was saved compiled with")
+                        help="use the patterns of the tf_bertopt optimizer the model was saved compiled with, read from the "
+                             "file's compile_config (also for models, such as keras-hub's, that Keras loads "
+                             "with an optimizer of their own)")
     parser.add_argument("--custom-module", action="append", default=[], metavar="MODULE",
                         help="import this module first (it registers the model's custom layers); repeatable")
     parser.add_argument("--strict", action="store_true", help="exit with code 1 if there is any warning")
