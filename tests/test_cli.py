@@ -245,3 +245,15 @@ def test_missing_matplotlib_says_how_to_install_it_and_no_plot_still_works(tmp_p
     assert len(lines) == 2 and all("pip install 'tf-bertopt[plots]'" in line for line in lines), lines
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "never.png").exists()
+
+
+def test_decay_report_of_a_saved_sequential_says_its_names_lack_the_model_prefix(tmp_path, capsys):
+    import keras
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="hidden")], name="tiny")
+    assert model.trainable_variables[1].path == "tiny/hidden/bias"  # in this process
+    model.save(tmp_path / "tiny.keras")
+    assert cli.main(["decay-report", str(tmp_path / "tiny.keras"), "--optimizer", "adamw"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^\s+no\s+hidden/bias", out, re.MULTILINE), out
+    assert "(tiny/hidden/kernel for hidden/kernel)" in out

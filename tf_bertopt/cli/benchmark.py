@@ -50,6 +50,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from tf_bertopt.cli import compiled_traffic
+from tf_bertopt.cli.arguments import UsageError
 
 BYTES_PER_PARAMETER = {"adamw": 28, "lamb": 40}
 CANDIDATES = ("adamw", "adamw-fused", "keras-adamw", "lamb", "lamb-fused", "keras-lamb")
@@ -342,7 +343,7 @@ def run_set(
     parameters = sum(int(np.prod(shape)) for _, shape in shapes)
     needed, available = memory_needed(shapes, candidates), available_memory()
     if available is not None and needed > 0.9 * available:
-        raise ValueError(
+        raise UsageError(
             f"the {set_name} set with {len(candidates)} candidates needs about {needed / 2**30:.1f} GiB "
             f"(variables, gradients and two slots per candidate) but only {available / 2**30:.1f} GiB is "
             "available; pass fewer --candidates"

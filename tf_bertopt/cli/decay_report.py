@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+import warnings
+
 from tf_bertopt import name_matching
+from tf_bertopt.cli.arguments import UsageError
 from tf_bertopt.decay_reporting import _LIST_NAMES, decay_report
 from tf_bertopt.name_matching import NameRules
 from tf_bertopt.recipe import BERT_EXCLUSIONS
@@ -18,18 +22,18 @@ def load_model(path: str, compile: bool = False):
     import zipfile
 
     if not os.path.exists(path):
-        raise ValueError(f"no such model file or folder: {path!r}")
+        raise UsageError(f"no such model file or folder: {path!r}")
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
             try:
                 metadata = json.loads(archive.read("metadata.json"))
             except KeyError:
-                raise ValueError(f"{path!r} is a zip file but not a saved Keras model (no metadata.json)") from None
+                raise UsageError(f"{path!r} is a zip file but not a saved Keras model (no metadata.json)") from None
         flavour = "tf_keras" if str(metadata.get("keras_version", "3")).startswith("2.") else "keras"
     elif path.endswith((".h5", ".hdf5")) or os.path.isdir(path):
         flavour = "tf_keras"
     else:
-        raise ValueError(f"{path!r} is not a saved Keras model (.keras, .h5 or a SavedModel folder)")
+        raise UsageError(f"{path!r} is not a saved Keras model (.keras, .h5 or a SavedModel folder)")
     import importlib
 
     library = importlib.import_module(flavour)
@@ -37,7 +41,7 @@ def load_model(path: str, compile: bool = False):
         return library.models.load_model(path, compile=compile)
     except Exception as error:  # noqa: BLE001 - any loading failure is reported in one line
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(
+        raise UsageError(
             f"could not load {path!r} with {flavour}: {first_line} "
             "(custom layers? pass --custom-module with the module that registers them)"
         ) from None
@@ -48,36 +52,80 @@ def run(args) -> int:
 
     given = [argument for argument in _LIST_NAMES if getattr(args, argument) is not None]
     if args.saved_optimizer and given:
-        raise ValueError("--saved-optimizer uses the saved optimizer's patterns; give no pattern options with it")
+        raise UsageError("--saved-optimizer uses the saved optimizer's patterns; give no pattern options with it")
     for module in args.custom_module:
         importlib.import_module(module)
-    model = load_model(args.model, compile=args.saved_optimizer)
+    with warnings.catch_warnings():
+        # A model whose class overrides compile() (keras-hub's) is loaded with its own optimizer;
+        # --saved-optimizer reads the saved one from the file's compile_config instead.
+        warnings.filterwarnings("ignore", message=r"`compile\(\)` was not called as part of model loading")
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        model = load_model(args.model, compile=args.saved_optimizer)
     if args.saved_optimizer:
         optimizer = getattr(model, "optimizer", None)
         if not isinstance(getattr(optimizer, "name_rules", None), NameRules):
-            raise ValueError(
+            optimizer = _optimizer_in_compile_config(args.model) or optimizer
+        if not isinstance(getattr(optimizer, "name_rules", None), NameRules):
+            raise UsageError(
                 f"{args.model!r} was not saved compiled with a tf_bertopt optimizer "
                 f"(its optimizer is {type(optimizer).__name__}); drop --saved-optimizer and give the patterns"
             )
         report = decay_report(optimizer, model)
     else:
         defaults = {"exclude_from_weight_decay": BERT_EXCLUSIONS}
-        rules = NameRules(
-            *(
-                name_matching.compile_patterns(
-                    "decay-report",
-                    f"--{argument.replace('_', '-')}",
-                    getattr(args, argument) if argument in given else defaults.get(argument, ()),
+        try:
+            rules = NameRules(
+                *(
+                    name_matching.compile_patterns(
+                        "decay-report",
+                        f"--{argument.replace('_', '-')}",
+                        getattr(args, argument) if argument in given else defaults.get(argument, ()),
+                    )
+                    for argument in _LIST_NAMES
                 )
-                for argument in _LIST_NAMES
             )
-        )
+        except ValueError as error:  # an invalid regular expression
+            raise UsageError(str(error)) from None
         if args.optimizer == "adamw" and rules.exclude_from_layer_adaptation:
-            raise ValueError("--exclude-from-layer-adaptation only applies to --optimizer lamb")
+            raise UsageError("--exclude-from-layer-adaptation only applies to --optimizer lamb")
         report = decay_report(rules, model, layer_adaptation=args.optimizer == "lamb")
     print(f"{args.model}: {type(model).__name__} {model.name!r}")
     print(report)
+    note = _names_note(model, report)
+    if note:
+        print(note)
     return 1 if args.strict and report.warnings else 0
+
+
+def _optimizer_in_compile_config(path: str):
+    """The optimizer a Keras 3 ``.keras`` file was saved compiled with, rebuilt from its ``compile_config``."""
+    from tf_bertopt import saved_models
+
+    try:
+        config = saved_models.saved_compile_config(path)
+    except ValueError:  # not a Keras 3 archive
+        return None
+    if not config or not config.get("optimizer"):
+        return None
+    import keras
+
+    import tf_bertopt.keras3  # noqa: F401 - registers tf_bertopt's classes for deserialization
+
+    return keras.saving.deserialize_keras_object(config["optimizer"])
+
+
+def _names_note(model, report) -> str | None:
+    """For a Keras 3 Sequential model: its names here lack the prefix they had where it was built."""
+    keras = sys.modules.get("keras")
+    if not report.variables or keras is None or not isinstance(model, keras.Sequential):
+        return None
+    example = report.variables[0].name
+    return (
+        "Names: the variable paths of the model as loaded from the file. In the process that built it, "
+        f"a Keras 3 Sequential model's paths usually start with its name ({model.name}/{example} for {example}); "
+        "patterns are searched (re.search) anywhere in the path, so the decisions are the same there "
+        "unless a pattern is anchored with ^."
+    )
 
 
 def add_command(subparsers) -> None:
@@ -104,7 +152,9 @@ def add_command(subparsers) -> None:
     parser.add_argument("--optimizer", choices=("lamb", "adamw"), default="lamb",
                         help="lamb (default) also reports layer adaptation; adamw reports weight decay only")
     parser.add_argument("--saved-optimizer", action="store_true",
-                        help="use the patterns of the tf_bertopt optimizer the model was saved compiled with")
+                        help="use the patterns of the tf_bertopt optimizer the model was saved compiled with, read from the "
+                             "file's compile_config (also for models, such as keras-hub's, that Keras loads "
+                             "with an optimizer of their own)")
     parser.add_argument("--custom-module", action="append", default=[], metavar="MODULE",
                         help="import this module first (it registers the model's custom layers); repeatable")
     parser.add_argument("--strict", action="store_true", help="exit with code 1 if there is any warning")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from tf_bertopt.cli.arguments import UsageError
 from tf_bertopt.migrate.tf1_checkpoint import TF1Checkpoint
 
 def add_command(subparsers) -> None:
@@ -25,7 +26,7 @@ def add_command(subparsers) -> None:
 
 def inspect(args: argparse.Namespace) -> int:
     if (args.init_lr is None) != (args.train_steps is None):
-        raise ValueError(
+        raise UsageError(
             "--init-lr and --train-steps go together (both are needed for the learning rate); "
             f"received --init-lr={args.init_lr}, --train-steps={args.train_steps}"
         )
@@ -34,7 +35,10 @@ def inspect(args: argparse.Namespace) -> int:
         from tf_bertopt.schedules import WarmupPolynomialDecaySpec
 
         spec = WarmupPolynomialDecaySpec(args.init_lr, args.train_steps, args.warmup_steps)
-    checkpoint = TF1Checkpoint(args.checkpoint, owner=None)
+    try:
+        checkpoint = TF1Checkpoint(args.checkpoint, owner=None)
+    except ValueError as error:  # no readable TF1 checkpoint there
+        raise UsageError(str(error)) from None
     print(f"TF1 checkpoint {checkpoint.path}")
     rows = [("variable", "shape", "dtype", "slots")]
     for name in checkpoint.variables:

@@ -21,6 +21,7 @@ import dataclasses
 import numpy as np
 
 from tf_bertopt.cli import arguments
+from tf_bertopt.cli.arguments import UsageError
 
 VARIANTS = ("huggingface", "warmup-power", "warmup-start")
 
@@ -32,14 +33,20 @@ class Curve:
     label: str
     options: dict
 
+    def schedule(self):
+        """The ``tf_bertopt.WarmupPolynomialDecay``; ``UsageError`` if the options do not fit together."""
+        import tf_bertopt
+
+        try:
+            return tf_bertopt.WarmupPolynomialDecay(**self.options)
+        except ValueError as error:  # e.g. decay_steps <= warmup_steps with decay_start="warmup_end"
+            raise UsageError(str(error)) from None
+
     def rates(self, steps: np.ndarray) -> np.ndarray:
         """The float32 learning rate at each of ``steps``."""
         import tensorflow as tf
 
-        import tf_bertopt
-
-        schedule = tf_bertopt.WarmupPolynomialDecay(**self.options)
-        return schedule(tf.constant(steps, tf.int64)).numpy()
+        return self.schedule()(tf.constant(steps, tf.int64)).numpy()
 
 
 def schedule_options(args: argparse.Namespace) -> dict:

@@ -3,8 +3,8 @@
 from tf_bertopt.keras3.adam_weight_decay import AdamWeightDecay
 from tf_bertopt.keras3.lamb import LAMB
 from tf_bertopt.keras3.schedules import WarmupPolynomialDecay
-from tf_bertopt.recipe import make_create_optimizer
+from tf_bertopt.recipe import make_create_optimizer as _make_create_optimizer
 
-create_optimizer = make_create_optimizer(AdamWeightDecay, LAMB, WarmupPolynomialDecay)
+create_optimizer = _make_create_optimizer(AdamWeightDecay, LAMB, WarmupPolynomialDecay)
 
 __all__ = ["AdamWeightDecay", "LAMB", "WarmupPolynomialDecay", "create_optimizer"]
