@@ -117,20 +117,22 @@ def run_uninterrupted(jobs: list[dict], workdir: str) -> Launch:
     return launch
 
 
-def run_with_kills(jobs: list[dict], workdir: str, kill_points: list[str | None]) -> list[Launch]:
+def run_with_kills(
+    jobs: list[dict], workdir: str, kill_points: list[str | None], timeout_s: float = LAUNCH_TIMEOUT_S
+) -> list[Launch]:
     """One start per kill point (``None``: a job kills itself), then one to finish.
 
     Every start but the last must end by SIGKILL.
     """
     launches = []
     for kill_at in kill_points:
-        launch = finish(start(jobs, workdir), workdir, kill_at)
+        launch = finish(start(jobs, workdir), workdir, kill_at, timeout_s)
         assert launch.returncode == -signal.SIGKILL, (
             f"expected the start killed at {kill_at!r} to die by SIGKILL; it ended with "
             f"{launch.returncode}, last lines {launch.lines[-3:]}"
         )
         launches.append(launch)
-    last = finish(start(jobs, workdir), workdir)
+    last = finish(start(jobs, workdir), workdir, timeout_s=timeout_s)
     assert last.returncode == 0, last.lines[-5:]
     launches.append(last)
     return launches

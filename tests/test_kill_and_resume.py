@@ -141,6 +141,7 @@ def test_loop_killed_between_checkpoints_ends_bit_identical(runs):
 
 if os.environ.get("TF_BERTOPT_SOAK") == "1":
     SOAK_SEEDS = range(int(os.environ.get("TF_BERTOPT_SOAK_SEEDS", "4")))
+    SOAK_LAUNCH_TIMEOUT_S = 3600  # one start may run many of the 20 jobs
 
     def soak_jobs(seed: int):
         """Every combination, with random kill points: parent kills at random steps and
@@ -176,9 +177,9 @@ if os.environ.get("TF_BERTOPT_SOAK") == "1":
         uninterrupted_dir, killed_dir = str(tmp_path / "uninterrupted"), str(tmp_path / "killed")
         uninterrupted = kill_and_resume.start(never_killed(jobs), uninterrupted_dir)
         try:
-            kill_and_resume.run_with_kills(jobs, killed_dir, kill_points)
+            kill_and_resume.run_with_kills(jobs, killed_dir, kill_points, timeout_s=SOAK_LAUNCH_TIMEOUT_S)
         finally:
-            kill_and_resume.finish(uninterrupted, uninterrupted_dir)
+            kill_and_resume.finish(uninterrupted, uninterrupted_dir, timeout_s=SOAK_LAUNCH_TIMEOUT_S)
         for job in jobs:
             resumed = kill_and_resume.final_state(killed_dir, job["name"])
             expected = kill_and_resume.final_state(uninterrupted_dir, job["name"])
