@@ -103,7 +103,7 @@ class Keras3StepSkipping(_StepSkipping):
         if not self.skip_nonfinite_steps:
             return apply(grads, trainable_variables)
         grads = list(grads)
-        if not self.built:  # variables are made here, not inside the tf.cond below
+        if not self.built and trainable_variables is not None:  # variables are made here, not inside the tf.cond below
             with tf.name_scope(self.name):
                 self.build(list(trainable_variables))
             self.built = True
