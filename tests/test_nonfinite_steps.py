@@ -82,11 +82,15 @@ def test_default_applies_a_nonfinite_gradient_as_tf1_did(flavour, kind):
     assert int(optimizer.iterations.numpy()) == STEPS
 
 
-@pytest.mark.parametrize("kind, bad_value", [("AdamWeightDecay", np.inf), ("LAMB", np.nan), ("LAMB", -np.inf)])
-def test_skipped_dense_step_ends_where_the_run_without_it_ends(flavour, kind, bad_value):
+@pytest.mark.parametrize(
+    "kind, bad_value, fused",
+    [("AdamWeightDecay", np.inf, False), ("AdamWeightDecay", -np.inf, True), ("LAMB", np.nan, True), ("LAMB", np.inf, False)],
+)
+def test_skipped_dense_step_ends_where_the_run_without_it_ends(flavour, kind, bad_value, fused):
     weights, with_bad, without = stream_with_bad_step(bad_value)
-    skipped, count = train(flavour, make_optimizer(flavour, kind, skip_nonfinite_steps=True, use_ema=True), weights, with_bad)
-    expected, _ = train(flavour, make_optimizer(flavour, kind, use_ema=True), weights, without)
+    args = dict(use_ema=True, fused=fused)
+    skipped, count = train(flavour, make_optimizer(flavour, kind, skip_nonfinite_steps=True, **args), weights, with_bad)
+    expected, _ = train(flavour, make_optimizer(flavour, kind, **args), weights, without)
     assert_bit_identical(skipped, expected)
     assert count == 1
 
