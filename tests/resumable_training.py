@@ -24,8 +24,11 @@ flavour's ``BackupAndRestore`` saving at the end of each epoch; "loop": a
 custom loop with ``tf.train.CheckpointManager`` saving every ``save_every``
 steps), ``epochs`` and ``batches_per_epoch`` (steps = their product),
 ``accumulation`` (Keras 3 ``gradient_accumulation_steps``; 0 for none),
-``ema`` (``use_ema``), and optionally ``die_after`` (a progress line, without
-the name, after which the process kills itself, once) and ``die_inside_save``
+``ema`` (``use_ema``), and optionally ``hold_after`` (a progress line, without
+the name, after which the process waits for its parent's kill), ``pace_s``
+(a pause after every step, so that a kill timed by the parent lands in the job
+it was meant for), ``die_after`` (a progress line after which the process
+kills itself, once) and ``die_inside_save``
 (loop only: the step whose checkpoint write the process kills itself in,
 once, after the checkpoint's files are written and before the checkpoint is
 recorded as the latest).
@@ -37,6 +40,7 @@ import json
 import os
 import signal
 import sys
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -45,6 +49,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 BATCH = 4
+HOLD_S = 10.0
 FEATURES = 6
 SEED = 1234
 
@@ -63,6 +68,10 @@ class Job:
         print(f"{self.name} {line}", flush=True)
         if line == self.config.get("die_after"):
             self.die_once("died_after")
+        if line == self.config.get("hold_after"):
+            time.sleep(HOLD_S)  # the parent's SIGKILL lands here, whatever the machine's load
+        elif event == "step" and self.config.get("pace_s"):
+            time.sleep(self.config["pace_s"])
 
     def die_once(self, marker: str) -> None:
         """SIGKILL this process, unless this job did so here before."""

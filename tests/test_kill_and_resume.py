@@ -30,8 +30,15 @@ import kill_and_resume
 
 EPOCHS, PER_EPOCH = 3, 4
 JOBS = [
-    # model.fit, killed by the parent when it reports step 6 (in the second epoch).
-    dict(name="fit_keras3_adamw_ema", flavour="keras3", optimizer="AdamWeightDecay", driver="fit", ema=True),
+    # model.fit, killed by the parent when it reports step 6 (in the second epoch; the job waits there).
+    dict(
+        name="fit_keras3_adamw_ema",
+        flavour="keras3",
+        optimizer="AdamWeightDecay",
+        driver="fit",
+        ema=True,
+        hold_after="step 6",
+    ),
     # model.fit, killing itself right after BackupAndRestore wrote the end of epoch 1.
     dict(name="fit_tf_keras_lamb", flavour="tf_keras", optimizer="LAMB", driver="fit", die_after="saved 4"),
     # Custom loop saving every micro-batch; dies after the save of micro-batch 4 (one into an update of 3).
@@ -55,8 +62,8 @@ JOBS = [
         save_every=2,
         die_inside_save=6,
     ),
-    # Custom loop saving every 3 steps, killed by the parent when it reports step 5.
-    dict(name="loop_tf_keras_lamb", flavour="tf_keras", optimizer="LAMB", driver="loop", save_every=3),
+    # Custom loop saving every 3 steps, killed by the parent when it reports step 5 (the job waits there).
+    dict(name="loop_tf_keras_lamb", flavour="tf_keras", optimizer="LAMB", driver="loop", save_every=3, hold_after="step 5"),
 ]
 KILL_POINTS = ["fit_keras3_adamw_ema step 6", None, None, None, "loop_tf_keras_lamb step 5"]
 DEFAULTS = dict(epochs=EPOCHS, batches_per_epoch=PER_EPOCH, accumulation=0, ema=False)
@@ -67,7 +74,8 @@ def with_defaults(jobs):
 
 
 def never_killed(jobs):
-    return [{k: v for k, v in job.items() if not k.startswith("die_")} for job in jobs]
+    killing = ("die_after", "die_inside_save", "hold_after", "pace_s")
+    return [{k: v for k, v in job.items() if k not in killing} for job in jobs]
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +110,7 @@ def resumed_from(runs, job) -> list[int]:
 
 def test_fit_keras3_killed_mid_epoch_ends_bit_identical(runs):
     job = "fit_keras3_adamw_ema"
-    assert resumed_from(runs, job) and resumed_from(runs, job)[0] % PER_EPOCH == 0 < resumed_from(runs, job)[0]
+    assert resumed_from(runs, job) == [PER_EPOCH]  # the start of the second epoch
     state = assert_bit_identical(runs, job)
     assert int(state["optimizer/0/iteration"]) == EPOCHS * PER_EPOCH
 
@@ -135,7 +143,7 @@ def test_kill_inside_checkpoint_write_resumes_from_previous_complete_checkpoint(
 
 def test_loop_killed_between_checkpoints_ends_bit_identical(runs):
     job = "loop_tf_keras_lamb"
-    assert resumed_from(runs, job) and resumed_from(runs, job)[0] in (3, 6, 9)
+    assert resumed_from(runs, job) == [3]
     assert_bit_identical(runs, job)
 
 
@@ -155,7 +163,8 @@ if os.environ.get("TF_BERTOPT_SOAK") == "1":
                     for variant in ("plain", "ema", "accumulation") if flavour == "keras3" else ("plain", "ema"):
                         name = f"{driver}_{flavour}_{optimizer}_{variant}"
                         job = dict(DEFAULTS, name=name, flavour=flavour, optimizer=optimizer, driver=driver,
-                                   epochs=4, ema=variant == "ema", accumulation=2 if variant == "accumulation" else 0)
+                                   epochs=4, ema=variant == "ema", accumulation=2 if variant == "accumulation" else 0,
+                                   pace_s=rng.choice([0.02, 0.05, 0.1]))
                         steps = job["epochs"] * job["batches_per_epoch"]
                         every = job["batches_per_epoch"]
                         events = []  # (step, order, kill point)
