@@ -186,3 +186,26 @@ def test_create_optimizer_passes_skip_nonfinite_steps_through(flavour):
 def test_skip_nonfinite_steps_must_be_a_boolean(flavour, value):
     with pytest.raises(ValueError, match=r"LAMB: `skip_nonfinite_steps` must be True or False; received skip_nonfinite_steps="):
         make_optimizer(flavour, "LAMB", skip_nonfinite_steps=value)
+
+
+@pytest.mark.parametrize("kind", ["LAMB"])
+def test_model_fit_skips_a_batch_whose_loss_is_not_finite(flavour, kind):
+    library = keras if flavour == "keras3" else tf_keras
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(12, 3)).astype(np.float32)
+    y = rng.normal(size=(12, 1)).astype(np.float32)
+    y_bad = y.copy()
+    y_bad[4] = np.inf  # the second batch of 4
+
+    def fit(x, y):
+        layers = [library.layers.Dense(units, kernel_initializer="ones") for units in (2, 1)]
+        model = library.Sequential([library.Input((3,)), *layers])
+        optimizer = make_optimizer(flavour, kind, skip_nonfinite_steps=True)
+        model.compile(optimizer=optimizer, loss="mse")  # Keras 3 compiles the step with XLA where it can
+        model.fit(x, y, batch_size=4, shuffle=False, verbose=0)
+        return [w.numpy() for w in model.weights], optimizer
+
+    weights, optimizer = fit(x, y_bad)
+    expected, _ = fit(np.delete(x, slice(4, 8), axis=0), np.delete(y, slice(4, 8), axis=0))
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(weights, expected))
+    assert int(optimizer.nonfinite_step_count.numpy()) == 1 and int(optimizer.iterations.numpy()) == 2
