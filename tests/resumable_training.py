@@ -118,7 +118,8 @@ def build_optimizer(config: dict):
         keras_args["gradient_accumulation_steps"] = config["accumulation"]
     if config["ema"]:
         keras_args.update(use_ema=True, ema_momentum=0.9)
-    schedule = api.WarmupPolynomialDecay(0.02, decay_steps=updates, warmup_steps=2)
+    # Decaying over twice the run's updates: the learning rate at the end is not 0, so comparing it means something.
+    schedule = api.WarmupPolynomialDecay(0.02, decay_steps=2 * updates, warmup_steps=2)
     return getattr(api, config["optimizer"])(
         learning_rate=schedule,
         weight_decay_rate=0.01,
@@ -132,7 +133,9 @@ def write_final_state(path: str, model, optimizer) -> None:
     state = {f"model/{i}/{v.name}": np.array(v.numpy()) for i, v in enumerate(model.weights)}
     for i, v in enumerate(optimizer.variables):
         state[f"optimizer/{i}/{v.name}"] = np.array(v.numpy())
-    state["next_learning_rate"] = np.array(tf.convert_to_tensor(optimizer.learning_rate).numpy(), np.float32)
+    # The schedule at the number of updates done: the rate the next update would use
+    # (tf-keras's `learning_rate` reports the rate of the last update instead).
+    state["next_learning_rate"] = np.array(optimizer._learning_rate(optimizer.iterations).numpy(), np.float32)
     np.savez(path + ".tmp.npz", **state)
     os.replace(path + ".tmp.npz", path)
 
