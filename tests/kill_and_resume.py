@@ -65,7 +65,9 @@ def _lines(process: subprocess.Popen) -> queue.Queue:
     return lines
 
 
-def finish(process: subprocess.Popen, workdir: str, kill_at: str | None = None, timeout_s: float = LAUNCH_TIMEOUT_S) -> Launch:
+def finish(
+    process: subprocess.Popen, workdir: str, kill_at: str | None = None, timeout_s: float = LAUNCH_TIMEOUT_S
+) -> Launch:
     """Reads ``process``'s lines until it ends, killing it when it prints ``kill_at``.
 
     The process is always gone when this returns.

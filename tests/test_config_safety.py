@@ -204,7 +204,8 @@ DECAY_REPORT_INPUTS = [
     "bad_metadata.keras", "list_metadata.keras", "no_metadata.keras", "empty_folder", "missing.keras",
 ]
 INSPECT_TF1_INPUTS = [
-    "empty.keras", "empty.h5", "truncated.keras", "random.h5", "notes.txt", "ckpt", "empty_folder", "missing", "whole.keras",
+    "empty.keras", "empty.h5", "truncated.keras", "random.h5", "notes.txt",
+    "ckpt", "empty_folder", "missing", "whole.keras",
 ]
 
 

@@ -63,7 +63,9 @@ JOBS = [
         die_inside_save=6,
     ),
     # Custom loop saving every 3 steps, killed by the parent when it reports step 5 (the job waits there).
-    dict(name="loop_tf_keras_lamb", flavour="tf_keras", optimizer="LAMB", driver="loop", save_every=3, hold_after="step 5"),
+    dict(
+        name="loop_tf_keras_lamb", flavour="tf_keras", optimizer="LAMB", driver="loop", save_every=3, hold_after="step 5"
+    ),
 ]
 KILL_POINTS = ["fit_keras3_adamw_ema step 6", None, None, None, "loop_tf_keras_lamb step 5"]
 DEFAULTS = dict(epochs=EPOCHS, batches_per_epoch=PER_EPOCH, accumulation=0, ema=False)
@@ -174,7 +176,10 @@ if os.environ.get("TF_BERTOPT_SOAK") == "1":
                                 job["die_inside_save"] = every * rng.randint(1, (steps - 1) // every)
                                 events.append((job["die_inside_save"], order["inside"], None))
                         event = rng.choice(["step", "saving", "saved"] if driver == "loop" else ["step", "saved"])
-                        step = rng.randint(1, steps - 1) if event == "step" else every * rng.randint(1, (steps - 1) // every)
+                        if event == "step":
+                            step = rng.randint(1, steps - 1)
+                        else:
+                            step = every * rng.randint(1, (steps - 1) // every)
                         events.append((step, order[event], f"{name} {event} {step}"))
                         kill_points.extend(point for _, _, point in sorted(events, key=lambda e: e[:2]))
                         jobs.append(job)

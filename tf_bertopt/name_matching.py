@@ -70,7 +70,8 @@ def compile_patterns(owner: str, argument: str, patterns) -> tuple[str, ...]:
         try:
             compiled(pattern)
         except re2.error as error:
-            reason = error.args[0].decode(errors="replace") if error.args and isinstance(error.args[0], bytes) else error
+            reason = error.args[0] if error.args else error
+            reason = reason.decode(errors="replace") if isinstance(reason, bytes) else reason
             raise ValueError(
                 f"{owner}: `{argument}` holds an invalid regular expression {pattern!r}: {reason}. "
                 "Patterns are matched with RE2 (linear time): backreferences, lookarounds and \\Z are not supported."

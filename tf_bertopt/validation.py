@@ -28,7 +28,8 @@ def _is_real(value: Any) -> bool:
 
 def _check_float32_range(owner: str, argument: str, value: float) -> None:
     if abs(value) > FLOAT32_MAX or 0 < abs(value) < FLOAT32_TINY:
-        _fail(owner, argument, value, f"representable in float32 (0 or between {FLOAT32_TINY:.3g} and {FLOAT32_MAX:.4g})")
+        allowed = f"representable in float32 (0 or between {FLOAT32_TINY:.3g} and {FLOAT32_MAX:.4g})"
+        _fail(owner, argument, value, allowed)
 
 
 def non_negative(owner: str, argument: str, value: Any) -> float:
