@@ -24,6 +24,7 @@ flavour's ``BackupAndRestore`` saving at the end of each epoch; "loop": a
 custom loop with ``tf.train.CheckpointManager`` saving every ``save_every``
 steps), ``epochs`` and ``batches_per_epoch`` (steps = their product),
 ``accumulation`` (Keras 3 ``gradient_accumulation_steps``; 0 for none),
+``save_freq`` (fit only: ``BackupAndRestore``'s, ``"epoch"`` by default),
 ``ema`` (``use_ema``), and optionally ``hold_after`` (a progress line, without
 the name, after which the process waits for its parent's kill), ``pace_s``
 (a pause after every step, so that a kill timed by the parent lands in the job
@@ -200,12 +201,17 @@ def run_fit(job: Job, keras, model, optimizer) -> None:
             self.epoch = epoch
 
         def on_train_batch_end(self, batch_index, logs=None):
-            job.say("step", self.epoch * per_epoch + batch_index + 1)
+            done = self.epoch * per_epoch + batch_index + 1
+            job.say("step", done)
+            if save_freq != "epoch" and done % save_freq == 0:
+                job.say("saved", done)
 
         def on_epoch_end(self, epoch, logs=None):
-            job.say("saved", (epoch + 1) * per_epoch)
+            if save_freq == "epoch":
+                job.say("saved", (epoch + 1) * per_epoch)
 
-    backup = keras.callbacks.BackupAndRestore(os.path.join(job.folder, "backup"), save_freq="epoch")
+    save_freq = job.config.get("save_freq", "epoch")
+    backup = keras.callbacks.BackupAndRestore(os.path.join(job.folder, "backup"), save_freq=save_freq)
     model.compile(optimizer=optimizer, loss="mse")
     model.fit(x, y, batch_size=BATCH, epochs=epochs, shuffle=False, verbose=0, callbacks=[backup, Progress()])
 

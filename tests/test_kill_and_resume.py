@@ -198,3 +198,21 @@ if os.environ.get("TF_BERTOPT_SOAK") == "1":
             resumed = kill_and_resume.final_state(killed_dir, job["name"])
             expected = kill_and_resume.final_state(uninterrupted_dir, job["name"])
             assert kill_and_resume.bitwise_differences(resumed, expected) == [], job["name"]
+
+    def test_soak_mid_epoch_backups_of_fit_do_not_resume_bit_identical(tmp_path):
+        # What fault-tolerance.md warns of, and a check that the comparison sees a wrong resume:
+        # BackupAndRestore(save_freq=2) resumed mid-epoch replays the epoch's batches from its start.
+        jobs = with_defaults(
+            [dict(name=f"fit_{f}_every_2", flavour=f, optimizer="LAMB", driver="fit", save_freq=2, die_after="saved 6")
+             for f in ("keras3", "tf_keras")]
+        )
+        uninterrupted_dir, killed_dir = str(tmp_path / "uninterrupted"), str(tmp_path / "killed")
+        uninterrupted = kill_and_resume.start(never_killed(jobs), uninterrupted_dir)
+        try:
+            kill_and_resume.run_with_kills(jobs, killed_dir, [None, None], timeout_s=SOAK_LAUNCH_TIMEOUT_S)
+        finally:
+            kill_and_resume.finish(uninterrupted, uninterrupted_dir, timeout_s=SOAK_LAUNCH_TIMEOUT_S)
+        for job in jobs:
+            resumed = kill_and_resume.final_state(killed_dir, job["name"])
+            expected = kill_and_resume.final_state(uninterrupted_dir, job["name"])
+            assert kill_and_resume.bitwise_differences(resumed, expected) != [], job["name"]
