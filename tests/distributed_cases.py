@@ -263,6 +263,51 @@ def loss_scaled_skip(strategy, kind, flavour="keras3"):
     return states, scales, updates
 
 
+def nonfinite_skip(strategy, kind, flavour="keras3"):
+    """``skip_nonfinite_steps=True`` under ``strategy``: a finite step, a step whose
+    gradient is inf on the last replica only, another finite step. Returns, after
+    each step, the state and, per replica, the first weight, the skip count and
+    the update count."""
+    import tensorflow as tf
+
+    keras, api = flavour_modules(flavour)
+    with strategy.scope():
+        model = build_model(keras)
+        optimizer = make_optimizer(api, kind, skip_nonfinite_steps=True)
+        optimizer.build(model.trainable_variables)
+
+    @tf.function
+    def distributed_step(x, y, poison):
+        def step(x, y, poison):
+            with tf.GradientTape() as tape:
+                loss = replica_loss(model, x, y) * poison
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+
+        strategy.run(step, args=(x, y, poison))
+
+    def local(variable):
+        variable = variable if isinstance(variable, tf.Variable) else variable.value  # a Keras 3 variable
+        return [np.array(v.numpy()) for v in strategy.experimental_local_results(variable)]
+
+    last = strategy.num_replicas_in_sync - 1
+    history = []
+    for t in range(3):
+        poison = strategy.experimental_distribute_values_from_function(
+            lambda context: tf.constant(np.inf if t == 1 and context.replica_id_in_sync_group == last else 1.0)
+        )
+        distributed_step(*replica_batches(strategy, t), poison)
+        history.append(
+            (
+                state(model, optimizer),
+                local(model.trainable_variables[0]),
+                [int(c) for c in local(optimizer.nonfinite_step_count)],
+                [int(c) for c in local(optimizer.iterations)],
+            )
+        )
+    return history
+
+
 def configure_logical_cpus(count: int) -> None:
     import tensorflow as tf
 
@@ -309,6 +354,8 @@ def mirrored_runs() -> dict:
     results["tf_keras/fit/lamb/mirrored"] = train_fit(two, "lamb", flavour="tf_keras")
     results["tf_keras/fit/adamw/xla_mirrored"] = train_fit(one, "adamw", flavour="tf_keras", jit_compile=True)
     results["tf_keras/loss_scale/adamw/mirrored"] = loss_scaled_skip(two, "adamw", flavour="tf_keras")
+    results["nonfinite/adamw/mirrored"] = nonfinite_skip(two, "adamw")
+    results["tf_keras/nonfinite/lamb/mirrored"] = nonfinite_skip(two, "lamb", flavour="tf_keras")
     return results
 
 

@@ -153,6 +153,18 @@ def test_loss_scale_skips_a_non_finite_step_on_every_replica(mirrored, name):
     assert any(not np.array_equal(a[0], b[0]) for a, b in zip(states[1], states[2]))
 
 
+@pytest.mark.parametrize("name", ["nonfinite/adamw", "tf_keras/nonfinite/lamb"])
+def test_skip_nonfinite_steps_skips_on_every_replica_when_one_replica_is_nonfinite(mirrored, name):
+    (before, _, _, _), (skipped, replica_weights, counts, updates), (after, _, _, _) = mirrored[f"{name}/mirrored"]
+    for row_before, row_skipped in zip(before, skipped):
+        for a, b in zip(row_before, row_skipped):
+            np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(replica_weights[0], replica_weights[1])
+    assert counts == [1, 1] and updates == [1, 1]
+    assert all(np.all(np.isfinite(column)) for row in after for column in row)
+    assert any(not np.array_equal(a[0], b[0]) for a, b in zip(skipped, after))
+
+
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("flavour", FLAVOURS)
 def test_multi_worker_mirrored_equals_one_device(mirrored, multi_worker, flavour, kind):

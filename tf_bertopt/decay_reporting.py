@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 import warnings
 from typing import Any, Iterable, Sequence
 
@@ -67,7 +66,7 @@ def unmatched_message(argument: str, pattern: str, names: Sequence[str]) -> str:
     in the other naming convention (``other_spellings``), else an example name.
     """
     message = f"{argument} pattern {pattern!r} matches none of the {len(names)} variables"
-    ignoring_case = [n for n in names if re.search(pattern, n, re.IGNORECASE)]
+    ignoring_case = [n for n in names if name_matching.compiled(pattern, ignore_case=True).search(n)]
     if ignoring_case:
         return message + (
             f"; ignoring case it would match {len(ignoring_case)}, e.g. {ignoring_case[0]!r} "

@@ -64,6 +64,19 @@ class WarmupPolynomialDecayMixin:
     def get_config(self):
         return self.spec.to_config()
 
+    @classmethod
+    def from_config(cls, config):
+        """The schedule of ``get_config``'s dict; unknown keys are refused, not ignored."""
+        if not isinstance(config, dict):
+            raise ValueError(f"{cls.__name__}: a config must be a dict; received {config!r}.")
+        unknown = sorted(set(config) - set(WarmupPolynomialDecaySpec.__dataclass_fields__))
+        if unknown:
+            raise ValueError(
+                f"{cls.__name__}: unknown config key(s) {', '.join(map(repr, unknown))}; "
+                f"allowed: {', '.join(WarmupPolynomialDecaySpec.__dataclass_fields__)}."
+            )
+        return cls(**config)
+
     def __call__(self, step):
         return self.spec(step)
 

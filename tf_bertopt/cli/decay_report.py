@@ -17,19 +17,15 @@ def load_model(path: str, compile: bool = False):
     ``.keras`` archives name the Keras version that wrote them (2.x is
     tf-keras); ``.h5`` files and SavedModel folders are tf-keras.
     """
-    import json
     import os
     import zipfile
 
     if not os.path.exists(path):
         raise UsageError(f"no such model file or folder: {path!r}")
     if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            try:
-                metadata = json.loads(archive.read("metadata.json"))
-            except KeyError:
-                raise UsageError(f"{path!r} is a zip file but not a saved Keras model (no metadata.json)") from None
-        flavour = "tf_keras" if str(metadata.get("keras_version", "3")).startswith("2.") else "keras"
+        flavour = "tf_keras" if _keras_version(path).startswith("2.") else "keras"
+    elif path.endswith(".keras"):
+        raise UsageError(f"{path!r} is not a complete .keras archive (empty, truncated, or not a zip file)")
     elif path.endswith((".h5", ".hdf5")) or os.path.isdir(path):
         flavour = "tf_keras"
     else:
@@ -38,13 +34,37 @@ def load_model(path: str, compile: bool = False):
 
     library = importlib.import_module(flavour)
     try:
-        return library.models.load_model(path, compile=compile)
+        if flavour == "keras":
+            return library.models.load_model(path, compile=compile, safe_mode=True)
+        # tf-keras applies safe mode to .keras files only: a Python lambda in
+        # an .h5 file would run while the model is rebuilt, unless asked here.
+        from tf_keras.src.saving.serialization_lib import SafeModeScope
+
+        with SafeModeScope(True):
+            return library.models.load_model(path, compile=compile)
     except Exception as error:  # noqa: BLE001 - any loading failure is reported in one line
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UsageError(
             f"could not load {path!r} with {flavour}: {first_line} "
             "(custom layers? pass --custom-module with the module that registers them)"
         ) from None
+
+
+def _keras_version(path: str) -> str:
+    """The Keras version a .keras archive names in its metadata.json."""
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            metadata = json.loads(archive.read("metadata.json"))
+    except KeyError:
+        raise UsageError(f"{path!r} is a zip file but not a saved Keras model (no metadata.json)") from None
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:  # JSON and decoding errors are ValueErrors
+        raise UsageError(f"{path!r} is a damaged .keras archive: its metadata.json cannot be read ({error})") from None
+    if not isinstance(metadata, dict):
+        raise UsageError(f"{path!r} is a damaged .keras archive: its metadata.json is not a JSON object")
+    return str(metadata.get("keras_version", "3"))
 
 
 def run(args) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from tf_bertopt import front_end, update_rules
+from tf_bertopt import front_end, keras_arguments, nonfinite_steps, update_rules
 
 if keras.backend.backend() != "tensorflow":  # pragma: no cover - depends on the environment
     raise ImportError(
@@ -44,7 +44,12 @@ def checked_learning_rate(owner: str, learning_rate):
     )
 
 
-class BertOptimizer(front_end.BertOptimizerMixin, keras.optimizers.Optimizer):
+class BertOptimizer(
+    nonfinite_steps.Keras3StepSkipping,
+    keras_arguments.KerasArgumentChecks,
+    front_end.BertOptimizerMixin,
+    keras.optimizers.Optimizer,
+):
     """Base of the Keras 3 optimizers; subclasses mix in an algorithm from ``tf_bertopt.algorithms``."""
 
     flavour = "keras3"

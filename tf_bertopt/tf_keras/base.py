@@ -16,7 +16,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tf_keras
 
-from tf_bertopt import front_end, update_rules
+from tf_bertopt import front_end, keras_arguments, nonfinite_steps, update_rules
 
 KERAS_KEYWORDS_DOC = """
     Standard tf-keras keywords (``clipnorm``, ``clipvalue``,
@@ -44,7 +44,12 @@ def checked_learning_rate(owner: str, learning_rate):
     )
 
 
-class BertOptimizer(front_end.BertOptimizerMixin, tf_keras.optimizers.Optimizer):
+class BertOptimizer(
+    nonfinite_steps.TfKerasStepSkipping,
+    keras_arguments.KerasArgumentChecks,
+    front_end.BertOptimizerMixin,
+    tf_keras.optimizers.Optimizer,
+):
     """Base of the tf-keras optimizers; subclasses mix in an algorithm from ``tf_bertopt.algorithms``."""
 
     flavour = "tf_keras"
