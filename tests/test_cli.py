@@ -101,6 +101,27 @@ def test_schedule_prints_each_variant_as_the_reference_and_plots_them(tmp_path):
     assert png_size(tmp_path / "schedule.png")[0] > 400
 
 
+def test_schedule_compare_names_no_library_whose_schedule_it_does_not_reproduce():
+    """Only Hugging Face's schedule is an option value for value; the warmup
+    variants are labelled for what they do (TF Model Garden's LinearWarmup and
+    PolynomialWarmUp ramp to the decayed rate at the end of warmup instead)."""
+    from tf_bertopt.cli import schedule_preview
+
+    args = importlib.import_module("tf_bertopt.cli.main").build_parser().parse_args(
+        ["schedule", "--init-lr", "1e-4", "--train-steps", "100", "--warmup-steps", "10", "--compare",
+         "huggingface", "warmup-power", "warmup-start", "--compare-warmup-initial-lr", "1e-5"]
+    )
+    labels = [curve.label for curve in schedule_preview.curves(args)]
+    assert labels == [
+        "BERT: WarmupPolynomialDecay(0.0001, 100, 10)",
+        "Hugging Face: decay_start='warmup_end'",
+        "Power warmup: warmup_power=2",
+        "Warmup from a start rate: warmup_initial_learning_rate=1e-05",
+    ]
+    help_text = run_cli("schedule", "--help").stdout
+    assert "Model Garden" not in help_text and "PolynomialWarmUp" not in help_text and "LinearWarmup" not in help_text
+
+
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory):
     import keras

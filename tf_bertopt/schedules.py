@@ -11,9 +11,14 @@ With ``cycle=True``, ``T`` is replaced by ``T * ceil(t/T)`` (``T`` itself at
 * ``decay_start="warmup_end"`` (Hugging Face ``create_optimizer``): the decay
   begins at the end of warmup and runs over ``T - W`` steps, so
   ``lr(W) = init`` and ``lr(T) = end``.
-* ``warmup_power=p`` (TF Model Garden ``WarmUp``): ``init * (t/W)^p``.
-* ``warmup_initial_learning_rate=s`` (Model Garden ``LinearWarmup``): warmup
-  ramps from ``s`` instead of 0: ``s + (init - s) * (t/W)^p``.
+* ``warmup_power=p``: warmup follows ``init * (t/W)^p``.
+* ``warmup_initial_learning_rate=s``: warmup ramps from ``s`` instead of 0:
+  ``s + (init - s) * (t/W)^p``.
+
+The warmup always ramps to ``init``. TF Model Garden's ``LinearWarmup`` and
+``PolynomialWarmUp`` are not among these options: they ramp to the wrapped
+schedule's value at step ``W`` (``init * (1 - W/T)`` with BERT's decay), and
+``PolynomialWarmUp`` counts step 0 as step 1, so it is not 0 at step 0.
 
 The arithmetic is that of TF1's ``polynomial_decay`` and BERT's warmup, in
 float32, *as TF1 actually ran it*: Grappler's constant folding rewrites

@@ -25,12 +25,15 @@ class WarmupPolynomialDecayMixin:
         power: > 0, the polynomial's power. Defaults to 1.0 (linear).
         cycle: restart the decay every ``T`` steps (``T`` becomes
             ``T*ceil(t/T)``). Defaults to False.
-        decay_start: ``"step_0"`` (BERT, TF Model Garden) or ``"warmup_end"``
-            (Hugging Face: decay from ``W`` to ``T`` over ``T - W`` steps).
-        warmup_power: warmup follows ``(t/W)^warmup_power`` (Model Garden's
-            ``WarmUp`` power). Defaults to 1.0.
-        warmup_initial_learning_rate: warmup starts here instead of 0 (Model
-            Garden's ``LinearWarmup``). Defaults to 0.0.
+        decay_start: ``"step_0"`` (BERT) or ``"warmup_end"`` (Hugging Face:
+            decay from ``W`` to ``T`` over ``T - W`` steps).
+        warmup_power: warmup follows ``init * (t/W)^warmup_power``.
+            Defaults to 1.0.
+        warmup_initial_learning_rate: ``s``, where warmup starts instead of
+            0: ``s + (init - s) * (t/W)^warmup_power``. Defaults to 0.0.
+            (Warmup always ramps to ``init``; TF Model Garden's
+            ``LinearWarmup`` and ``PolynomialWarmUp`` ramp to the decayed
+            rate at ``W`` instead, and are not reproduced here.)
         name: optional name scope.
     """
 

@@ -7,10 +7,12 @@ use, which are options of the same class:
 * Hugging Face ``create_optimizer``: the decay starts at the end of warmup
   (``decay_start="warmup_end"``), so the rate peaks at ``init`` instead of
   dropping to ``init*(1 - W/T)`` when warmup ends.
-* TF Model Garden ``PolynomialWarmUp``: warmup follows ``(t/W)^p``
-  (``warmup_power``).
-* TF Model Garden ``LinearWarmup``: warmup starts from a rate above 0
-  (``warmup_initial_learning_rate``).
+* warmup following ``(t/W)^p`` (``warmup_power``);
+* warmup starting from a rate above 0 (``warmup_initial_learning_rate``).
+
+The last two are options of this library, not TF Model Garden's
+``PolynomialWarmUp`` or ``LinearWarmup`` (which ramp to the decayed rate at
+the end of warmup), and are labelled for what they do.
 """
 
 from __future__ import annotations
@@ -23,6 +25,13 @@ import numpy as np
 from tf_bertopt.cli import arguments
 
 VARIANTS = ("huggingface", "warmup-power", "warmup-start")
+# What each variant's curve is called; only Hugging Face's schedule is
+# reproduced value for value, so only it carries another library's name.
+VARIANT_LABELS = {
+    "huggingface": "Hugging Face",
+    "warmup-power": "Power warmup",
+    "warmup-start": "Warmup from a start rate",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,9 +77,9 @@ def curves(args: argparse.Namespace) -> list[Curve]:
     if warmup_start is None:
         warmup_start = args.init_lr / 10
     variants = {
-        "huggingface": ("Hugging Face", {"decay_start": "warmup_end"}),
-        "warmup-power": ("Model Garden PolynomialWarmUp", {"warmup_power": args.compare_warmup_power}),
-        "warmup-start": ("Model Garden LinearWarmup", {"warmup_initial_learning_rate": warmup_start}),
+        "huggingface": (VARIANT_LABELS["huggingface"], {"decay_start": "warmup_end"}),
+        "warmup-power": (VARIANT_LABELS["warmup-power"], {"warmup_power": args.compare_warmup_power}),
+        "warmup-start": (VARIANT_LABELS["warmup-start"], {"warmup_initial_learning_rate": warmup_start}),
     }
     for name in args.compare or ():
         library, change = variants[name]
@@ -136,9 +145,8 @@ def add_command(subparsers) -> None:
         help="print and plot the warmup + polynomial-decay learning rate, and its variants",
         description=(
             "Prints tf_bertopt.WarmupPolynomialDecay at chosen steps and plots it. With --compare, "
-            "overlays the variants other libraries use: Hugging Face (decay starts at the end of warmup), "
-            "Model Garden PolynomialWarmUp (warmup (t/W)^p) and LinearWarmup (warmup from a start rate). "
-            "Each is an option of the same class."
+            "overlays variants: Hugging Face's (decay starts at the end of warmup), a warmup following "
+            "(t/W)^p and a warmup from a start rate. Each is an option of the same class."
         ),
         epilog="example: tf-bertopt schedule --init-lr 1e-4 --train-steps 10000 --warmup-steps 1000 --compare",
     )
