@@ -467,3 +467,17 @@ def test_global_clipnorm_clips_the_gradient_summed_over_replicas_with_clip_by_gl
                 assert np.array_equal(a.numpy(), b.numpy()), (a.numpy(), b.numpy())
         """
     )
+
+
+@pytest.mark.parametrize("make_rate", [tf.constant, tf.Variable, keras.Variable], ids=["tensor", "tf_variable", "keras_variable"])
+def test_scalar_tensor_or_variable_learning_rate_trains_as_the_number_it_holds(flavour, make_rate):
+    # As tf_keras.optimizers.Adam: the value is read once (Keras 3's own Adam refuses tensors).
+    weights = harness.initial_weights()
+    stream = harness.gradient_steps(weights, 3)
+    api = harness.front_end(flavour)
+    from_tensor = harness.run(flavour, api.LAMB(learning_rate=make_rate(1e-3)), weights, stream)
+    from_number = harness.run(flavour, api.LAMB(learning_rate=1e-3), weights, stream)
+    for a, b in zip(from_tensor, from_number):
+        for name in a:
+            for x, y in zip(a[name], b[name]):
+                np.testing.assert_array_equal(x, y)
