@@ -421,13 +421,17 @@ def multi_worker_run() -> dict:
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     if strategy.num_replicas_in_sync != 2:
         raise RuntimeError(f"expected 2 replicas, got {strategy.num_replicas_in_sync}")
-    return {
+    results = {
         f"{prefix}loop/{kind}/multi_worker": train_custom_loop(
             strategy, kind, flavour=flavour, use_ema=True, ema_momentum=0.5
         )
         for flavour, prefix in (("keras3", ""), ("tf_keras", "tf_keras/"))
         for kind in ("adamw", "lamb")
     }
+    # Sparse gradients: the workers' slices are gathered (all-gather) before clipping.
+    results["sparse/lamb/multi_worker"] = train_sparse(strategy, "lamb")
+    results["tf_keras/sparse/adamw/multi_worker"] = train_sparse(strategy, "adamw", flavour="tf_keras")
+    return results
 
 
 def free_ports(count: int) -> list[int]:

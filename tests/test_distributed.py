@@ -4,7 +4,9 @@ The training runs happen in child processes (``distributed_cases.py``): one
 with two logical CPUs for ``MirroredStrategy``, and two ``MultiWorkerMirroredStrategy``
 workers on 127.0.0.1. The model, data and optimizer settings are BERT-like:
 warmup + decay schedule, weight decay with exclusions, ``global_clipnorm=1.0``
-active on every step, EMA on in the custom loops.
+active on every step, EMA on in the custom loops. Embedding models, whose
+gradients are ``tf.IndexedSlices``, are compared bit for bit with TF1's
+clipping (``tf.clip_by_global_norm`` on the slices) on one device.
 
 Tolerance: a replica's gradient is summed in another order than one device's,
 so results differ by rounding only. Measured after 4 steps: at most 3 float32
@@ -184,3 +186,11 @@ def test_multi_worker_mirrored_equals_one_device(mirrored, multi_worker, flavour
     prefix = FLAVOURS[flavour]
     for worker in multi_worker:
         assert_same_training(worker[f"{prefix}loop/{kind}/multi_worker"], mirrored[f"{prefix}loop/{kind}/single"])
+
+
+@pytest.mark.parametrize("name", ["sparse/lamb", "tf_keras/sparse/adamw"])
+def test_multi_worker_sparse_gradients_clip_as_one_device_in_tf1_bit_for_bit(mirrored, multi_worker, name):
+    for worker in multi_worker:
+        for row, expected in zip(worker[f"{name}/multi_worker"], mirrored[f"{name}/tf1_clipping"]):
+            for a, b in zip(row, expected):
+                np.testing.assert_array_equal(a, b)
