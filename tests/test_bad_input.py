@@ -80,6 +80,10 @@ SCHEDULE_CASES = [
     (dict(warmup_power=0.0), "warmup_power=0.0", "> 0"),
     (dict(decay_start="end"), "decay_start='end'", "'step_0', 'warmup_end'"),
     (dict(decay_start="warmup_end", warmup_steps=100), "decay_steps=100, warmup_steps=100", "> warmup_steps"),
+    (dict(warmup_style="garden"), "warmup_style='garden'", "'bert', 'model_garden_linear'"),
+    (dict(warmup_style="model_garden_linear", warmup_power=2.0), "warmup_power=2.0", "must be 1.0"),
+    (dict(warmup_style="model_garden_polynomial", warmup_initial_learning_rate=1e-5),
+     "warmup_initial_learning_rate=1e-05", "must be 0.0"),
 ]
 
 

@@ -31,10 +31,15 @@ class WarmupPolynomialDecayMixin:
             Defaults to 1.0.
         warmup_initial_learning_rate: ``s``, where warmup starts instead of
             0: ``s + (init - s) * (t/W)^warmup_power``. Defaults to 0.0.
-            (Warmup always ramps to ``init``; TF Model Garden's
-            ``LinearWarmup`` and ``PolynomialWarmUp`` ramp to the decayed
-            rate at ``W`` instead, and are not reproduced here.)
         name: optional name scope.
+        warmup_style: ``"bert"`` (warmup ramps to ``init``, as above), or TF
+            Model Garden's warmups, which ramp to the decayed rate at the
+            end of warmup, ``d = decay(W)``: ``"model_garden_linear"``
+            (``LinearWarmup``: ``s + (t/W) * (d - s)``, with ``s`` the
+            ``warmup_initial_learning_rate``) or ``"model_garden_polynomial"``
+            (``PolynomialWarmUp``: ``d * (max(t, 1)/W)^warmup_power``).
+            Their float32 values equal Model Garden's in a ``tf.function``
+            (how a training step runs it). Defaults to ``"bert"``.
     """
 
     def __init__(
@@ -49,6 +54,7 @@ class WarmupPolynomialDecayMixin:
         warmup_power: float = 1.0,
         warmup_initial_learning_rate: float = 0.0,
         name: str | None = None,
+        warmup_style: str = "bert",
     ):
         super().__init__()
         self.spec = WarmupPolynomialDecaySpec(
@@ -62,6 +68,7 @@ class WarmupPolynomialDecayMixin:
             warmup_power,
             warmup_initial_learning_rate,
             name,
+            warmup_style,
         )
 
     def get_config(self):
