@@ -20,7 +20,8 @@ class AdamWeightDecayMixin:
 
     Unlike Keras's ``AdamW`` there is no bias correction, epsilon is added
     outside the square root, and the decay is folded into the update. Float32
-    results are bit-identical to TF1's ``AdamWeightDecayOptimizer``.
+    results are bit-identical to TF1's ``AdamWeightDecayOptimizer`` (outside
+    a ``jit_compile=True`` step, see ``fused``).
 
     References: Devlin et al., 2019, "BERT" (https://arxiv.org/abs/1810.04805);
     Loshchilov & Hutter, 2019, "Decoupled Weight Decay Regularization"

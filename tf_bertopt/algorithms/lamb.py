@@ -17,7 +17,8 @@ class LambMixin:
         r  = r1/r2 if r1 > 0 and r2 > 0 else 1.0    # r = 1 if w is not adapted
         w <- w - (lr*r)*u
 
-    Float32 results are bit-identical to the TF1 ``LAMBOptimizer``. A variable
+    Float32 results are bit-identical to the TF1 ``LAMBOptimizer`` (outside a
+    ``jit_compile=True`` step, see ``fused``). A variable
     split into shards (a ``ShardedVariable`` of ``ParameterServerStrategy``
     with a ``variable_partitioner``, tf-keras) is one variable: its norms are
     taken over all its shards.
