@@ -52,9 +52,14 @@ def check_clip_arguments(owner: str, keras_kwargs: dict) -> None:
 def checked_learning_rate(owner: str, learning_rate, schedule_class: type, flavour: str):
     """A number >= 0, a ``schedule_class`` or a callable with no arguments.
 
-    The other flavour's schedules are callables too, of one argument: they
-    are refused here rather than failing at the first update.
+    A scalar tensor or variable stands for the number it holds now, read once
+    (as ``tf_keras.optimizers.Adam`` copies it into its own variable); pass
+    ``lambda: variable`` for a rate read at every update. The other flavour's
+    schedules are callables too, of one argument: they are refused here
+    rather than failing at the first update.
     """
+    if _is_tensor_like(learning_rate):
+        return validation.non_negative(owner, "learning_rate", _number_held(owner, learning_rate))
     if isinstance(learning_rate, schedule_class):
         return learning_rate
     foreign = [c for c in type(learning_rate).__mro__ if c.__name__ == "LearningRateSchedule"]
@@ -70,6 +75,23 @@ def checked_learning_rate(owner: str, learning_rate, schedule_class: type, flavo
     if callable(learning_rate):
         return learning_rate
     return validation.non_negative(owner, "learning_rate", learning_rate)
+
+
+def _is_tensor_like(value) -> bool:
+    # A Keras 3 variable is neither a tf.Tensor nor a tf.Variable; it converts through __tf_tensor__.
+    return tf.is_tensor(value) or isinstance(value, tf.Variable) or hasattr(value, "__tf_tensor__")
+
+
+def _number_held(owner: str, value) -> float:
+    """The number in a scalar tensor or variable, as a Python float."""
+    tensor = tf.convert_to_tensor(value)
+    known = tf.get_static_value(tensor)
+    if known is None or tensor.shape.rank != 0 or not (tensor.dtype.is_floating or tensor.dtype.is_integer):
+        raise ValueError(
+            f"{owner}: `learning_rate` must be a finite number >= 0 (a scalar tensor or variable holding one, "
+            f"read once, is accepted); received learning_rate={value!r}."
+        )
+    return float(known)
 
 
 def _other(flavour: str) -> str:

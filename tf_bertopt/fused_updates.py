@@ -1,4 +1,5 @@
-"""Variable updates compiled by XLA, in place, bit-identical to TF1.
+"""Variable updates compiled by XLA, in place, bit-identical to TF1 (in a step
+that is not itself compiled with ``jit_compile=True``).
 
 An optimizer step is memory-bound. Run op by op, as TF does in a
 ``tf.function``, AdamWeightDecay's dozen element-wise operations each read and

@@ -20,7 +20,8 @@ class AdamWeightDecayMixin:
 
     Unlike Keras's ``AdamW`` there is no bias correction, epsilon is added
     outside the square root, and the decay is folded into the update. Float32
-    results are bit-identical to TF1's ``AdamWeightDecayOptimizer``.
+    results are bit-identical to TF1's ``AdamWeightDecayOptimizer`` (outside
+    a ``jit_compile=True`` step, see ``fused``).
 
     References: Devlin et al., 2019, "BERT" (https://arxiv.org/abs/1810.04805);
     Loshchilov & Hutter, 2019, "Decoupled Weight Decay Regularization"
@@ -29,7 +30,8 @@ class AdamWeightDecayMixin:
     Args:
         learning_rate: float >= 0, a ``LearningRateSchedule`` (such as
             ``tf_bertopt.WarmupPolynomialDecay``, evaluated at the number of
-            updates done so far) or a callable with no arguments.
+            updates done so far) or a callable with no arguments. A
+            scalar tensor or variable is read once, as the number it holds.
         weight_decay_rate: decay rate ``wd`` >= 0. Defaults to 0.0.
         beta_1: decay of the first-moment average, in [0, 1). Defaults to 0.9.
         beta_2: decay of the second-moment average, in [0, 1). Defaults to 0.999.
@@ -43,10 +45,15 @@ class AdamWeightDecayMixin:
         fused: update each variable and its slots in place with one
             XLA-compiled pass (small variables several per call) instead
             of TensorFlow's operations one by one: several times faster in
-            a ``tf.function`` (see docs/performance.md). The
-            numbers stay bit-identical to TF1: the compiled code keeps TF's
-            rounding (see ``tf_bertopt.fused_updates``). Needs XLA, as
-            every TensorFlow build for CPU or GPU has. Defaults to False.
+            a ``tf.function`` (see docs/performance.md). In a
+            step that is not itself XLA-compiled the numbers stay
+            bit-identical to TF1: the compiled code keeps TF's rounding (see
+            ``tf_bertopt.fused_updates``). Inside a ``jit_compile=True``
+            step XLA also compiles what surrounds the update (clipping,
+            schedule), so neither path is bit-identical to TF1 there; the
+            two differ by a few 1e-7 of a tensor's largest value. Needs
+            XLA, as every TensorFlow build for CPU or GPU has. Defaults to
+            False.
     """
 
     slot_names = ("adam_m", "adam_v")

@@ -17,7 +17,8 @@ class LambMixin:
         r  = r1/r2 if r1 > 0 and r2 > 0 else 1.0    # r = 1 if w is not adapted
         w <- w - (lr*r)*u
 
-    Float32 results are bit-identical to the TF1 ``LAMBOptimizer``. A variable
+    Float32 results are bit-identical to the TF1 ``LAMBOptimizer`` (outside a
+    ``jit_compile=True`` step, see ``fused``). A variable
     split into shards (a ``ShardedVariable`` of ``ParameterServerStrategy``
     with a ``variable_partitioner``, tf-keras) is one variable: its norms are
     taken over all its shards.
@@ -27,7 +28,8 @@ class LambMixin:
 
     Args:
         learning_rate: float >= 0, a ``LearningRateSchedule`` (evaluated at the
-            number of updates done so far) or a callable with no arguments.
+            number of updates done so far) or a callable with no arguments. A
+            scalar tensor or variable is read once, as the number it holds.
         weight_decay_rate: decay rate >= 0. Defaults to 0.01 (not 0.0 as in
             AdamWeightDecay), as the TF1 LAMBOptimizer.
         beta_1: decay of the first-moment average, in [0, 1). Defaults to 0.9.
@@ -52,10 +54,15 @@ class LambMixin:
         fused: update each variable and its slots in place with one
             XLA-compiled pass (small variables several per call) instead
             of TensorFlow's operations one by one: several times faster in
-            a ``tf.function`` (see docs/performance.md). The
-            numbers stay bit-identical to TF1: the compiled code keeps TF's
-            rounding (see ``tf_bertopt.fused_updates``). Needs XLA, as
-            every TensorFlow build for CPU or GPU has. Defaults to False.
+            a ``tf.function`` (see docs/performance.md). In a
+            step that is not itself XLA-compiled the numbers stay
+            bit-identical to TF1: the compiled code keeps TF's rounding (see
+            ``tf_bertopt.fused_updates``). Inside a ``jit_compile=True``
+            step XLA also compiles what surrounds the update (clipping,
+            schedule), so neither path is bit-identical to TF1 there; the
+            two differ by a few 1e-7 of a tensor's largest value. Needs
+            XLA, as every TensorFlow build for CPU or GPU has. Defaults to
+            False.
     """
 
     slot_names = ("lamb_m", "lamb_v")
