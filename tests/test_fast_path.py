@@ -50,6 +50,21 @@ def assert_same(ours, reference):
                 )
 
 
+def count_every_variable_as_large(monkeypatch):
+    """Each variable updated in place by its own compiled call; LAMB's squares
+    of those with 5 elements or more written to its reused buffer."""
+    monkeypatch.setattr(fused_updates, "SMALL_ELEMENTS", 1)
+    monkeypatch.setattr(fused_updates, "SCRATCH_MIN_ELEMENTS", 5)
+
+
+def split_by_size(monkeypatch):
+    """Of the test variables, (4, 3), (6, 4) and (3, 3) count as large, the
+    others (3 elements) as small; LAMB writes the squares of the first two to
+    its reused buffer."""
+    monkeypatch.setattr(fused_updates, "SMALL_ELEMENTS", 9)
+    monkeypatch.setattr(fused_updates, "SCRATCH_MIN_ELEMENTS", 12)
+
+
 def compiled_calls(optimizer) -> int:
     """How many of the fused path's compiled functions were traced: 0 means it was not used."""
     functions = [f for f in vars(optimizer._fused_updates).values() if hasattr(f, "experimental_get_tracing_count")]

@@ -153,8 +153,9 @@ class FusedUpdates:
         self._lamb_moments_into = compiled(self._lamb_moments_into_body)
         self._lamb_apply_in_place = compiled(self._lamb_apply_in_place_body)
         self._lamb_apply_packed = compiled(self._lamb_apply_math)
+        # Only variables are kept between calls: a tensor kept here would
+        # belong to one graph (or to eager execution) and be wrong in any other.
         self._scratch: dict = {}
-        self._last_norm: dict = {}
 
     def reserve_norm_scratch(self, variables) -> None:
         """Creates the buffers LAMB's squares are written to, one per dtype.
@@ -208,6 +209,7 @@ class FusedUpdates:
         """LAMB on each variable and its slots, in place."""
         ms, vs = _local_slots(variables, ms, vs)
         bounds = (weight_norm_bounds, trust_ratio_bounds)
+        last_sums: dict = {}  # per device, the last sum taken from its reused buffer in this call
         for kind, batch in batches(variables, list(zip(weight_decay_rates, layer_adaptations))):
             selected = _select(batch, variables, ms, vs, grads)
             options = (weight_decay_rates[batch[0]], bias_correction)
@@ -219,11 +221,11 @@ class FusedUpdates:
                     for targets, packed in zip(selected, new):
                         _assign_unpacked(targets, packed)
             elif kind == "in_place":
-                self._lamb_in_place(*selected, learning_rate, step, bounds, options)
+                self._lamb_in_place(*selected, learning_rate, step, bounds, options, last_sums)
             else:
                 self._lamb_packed(*selected, learning_rate, step, bounds, options)
 
-    def _lamb_in_place(self, variables, ms, vs, grads, learning_rate, step, bounds, options):
+    def _lamb_in_place(self, variables, ms, vs, grads, learning_rate, step, bounds, options, last_sums):
         variable, size = variables[0], variables[0].shape.num_elements()
         scratch = self._scratch.get(tf.as_dtype(variable.dtype))
         if (
@@ -236,11 +238,13 @@ class FusedUpdates:
             # The data dependencies order the buffer's uses: each write waits
             # for the sum of what the previous write put there.
             scratch = local_variable(scratch, variable.device)
-            self._lamb_squares_into(variable, scratch, self._previous_norm(variable))
+            previous = last_sums.get(variable.device)
+            after = tf.zeros([], variable.dtype) if previous is None else previous
+            self._lamb_squares_into(variable, scratch, after)
             weight_norms = update_rules.norms_of_squares([scratch[:size]])
             self._lamb_moments_into(variable, ms[0], vs[0], grads[0], step, scratch, weight_norms, *options)
             update_norms = update_rules.norms_of_squares([scratch[:size]])
-            self._last_norm[variable.device] = update_norms
+            last_sums[variable.device] = update_norms
         else:
             squares = self._lamb_moments_in_place(variables, ms, vs, grads, step, *options)
             weight_norms, update_norms = (update_rules.norms_of_squares(of_kind) for of_kind in zip(*squares))
@@ -256,13 +260,6 @@ class FusedUpdates:
         new_weight = self._lamb_apply_packed(weight, new_m, new_v, learning_rate, ratios, step, *options)
         for targets, packed in zip((variables, ms, vs), (new_weight, new_m, new_v)):
             _assign_unpacked(targets, packed)
-
-    def _previous_norm(self, variable):
-        # The last norm summed from this device's buffer, if it belongs to the graph being built.
-        previous = self._last_norm.get(variable.device)
-        if previous is None or tf.executing_eagerly() or previous.graph is not tf.compat.v1.get_default_graph():
-            return tf.zeros([], variable.dtype)
-        return previous
 
     # The math, on tensors.
 
