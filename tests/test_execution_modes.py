@@ -23,12 +23,10 @@ SCENARIOS = ["eager_then_function", "function_then_eager", "two_functions", "ret
 STEPS = 4
 
 
-@pytest.fixture(params=["small", "large"])
-def sizes(request, monkeypatch):
-    """``small``: the library's size thresholds; ``large``: every variable counts as large."""
-    if request.param == "large":
-        count_every_variable_as_large(monkeypatch)
-    return request.param
+@pytest.fixture
+def sizes(monkeypatch):
+    """Variables on both sides of the size thresholds (see ``split_by_size``)."""
+    split_by_size(monkeypatch)
 
 
 def _callers(scenario, apply):
