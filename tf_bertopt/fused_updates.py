@@ -245,17 +245,17 @@ class FusedUpdates:
 
     def _lamb_by_kernels(self, variables, ms, vs, grads, learning_rate, step, bounds, options, adapted):
         # Small variables, packed into one tensor (or one alone): TF's kernels, no compilation.
+        if adapted and len(variables) > 1:  # never packed: their norms are each variable's own sum
+            for one in zip(variables, ms, vs, grads):
+                self._lamb_by_kernels(*([x] for x in one), learning_rate, step, bounds, options, adapted)
+            return
         weight, grad, m, v = map(_pack, (variables, grads, ms, vs))
         rounded = rounding_for_kernels(step)
         arguments = self._lamb_arguments(*options, rounded)
         update, new_m, new_v = update_rules.lamb_direction(weight, grad, m, v, step, **arguments)
         ratio = None
-        if adapted:
-            sizes = [variable.shape.num_elements() for variable in variables]
-            split = (lambda tensor: [tensor]) if len(variables) == 1 else (lambda tensor: tf.split(tensor, sizes))
-            norms = [update_rules.norms_of_squares(split(tf.square(x))) for x in (weight, update)]
-            ratio = update_rules.trust_ratio(*norms, *bounds)
-            ratio = ratio[0] if len(variables) == 1 else tf.repeat(ratio, sizes)
+        if adapted:  # as the reference path: the norms of the variable, in its own shape
+            ratio = update_rules.trust_ratio(update_rules.l2_norm(weight), update_rules.l2_norm(update), *bounds)
         new_weight = update_rules.lamb_apply(weight, update, tf.cast(learning_rate, weight.dtype), ratio, rounded)
         for targets, packed in zip((variables, ms, vs), (new_weight, new_m, new_v)):
             _assign_unpacked(targets, packed)
