@@ -224,6 +224,17 @@ def test_plan_compiles_large_variables_and_packs_small_ones_alike(monkeypatch):
     ]
 
 
+def test_plan_packs_neither_above_the_pack_limit_nor_when_told_not_to(monkeypatch):
+    monkeypatch.setattr(update_plan, "PACK_MAX_ELEMENTS", 4)
+    variables = [tf.Variable(tf.zeros(shape)) for shape in [(3,), (5,), (4,), (5,)]]
+    assert update_plan.plan(variables, [0.0] * 4) == [
+        update_plan.Batch("packed", (0, 2)),
+        update_plan.Batch("op_by_op", (1,)),
+        update_plan.Batch("op_by_op", (3,)),
+    ]
+    assert {batch.route for batch in update_plan.plan(variables, [0.0] * 4, pack=False)} == {"op_by_op"}
+
+
 def test_plan_keeps_variables_lamb_adapts_out_of_packs():
     variables = [tf.Variable(tf.zeros((3,))) for _ in range(4)]
     assert update_plan.plan(variables, [0.0] * 4, packable=[True, False, True, False]) == [

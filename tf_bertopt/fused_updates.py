@@ -173,7 +173,7 @@ class FusedUpdates:
     def adam_weight_decay(self, variables, ms, vs, grads, learning_rate, step, weight_decay_rates: Sequence[float]):
         """AdamWeightDecay on each variable and its slots, in place."""
         ms, vs = _local_slots(variables, ms, vs)
-        for batch in update_plan.plan(variables, weight_decay_rates):
+        for batch in update_plan.plan(variables, weight_decay_rates, pack=not xla_context.inside_xla()):
             selected = _select(batch.indices, variables, ms, vs, grads)
             rate = weight_decay_rates[batch.indices[0]]
             if batch.route == "compiled":
@@ -207,7 +207,9 @@ class FusedUpdates:
         ms, vs = _local_slots(variables, ms, vs)
         bounds = (weight_norm_bounds, trust_ratio_bounds)
         last_sums: dict = {}  # per device, the last sum taken from its reused buffer in this call
-        for batch in update_plan.plan(variables, list(zip(weight_decay_rates, layer_adaptations)), [not a for a in layer_adaptations]):
+        options_per_variable = list(zip(weight_decay_rates, layer_adaptations))
+        packable = [not adapted for adapted in layer_adaptations]
+        for batch in update_plan.plan(variables, options_per_variable, packable, pack=not xla_context.inside_xla()):
             selected = _select(batch.indices, variables, ms, vs, grads)
             first = batch.indices[0]
             options = (weight_decay_rates[first], bias_correction)

@@ -8,12 +8,12 @@ plan). Every route gives the same bits; they differ in what they cost:
   run op by op it reads and writes a dozen variable-sized temporaries, compiled
   it streams through the variable and its slots once. Compiling costs about a
   second per distinct shape, once.
-* ``"packed"``: small variables of one dtype, device and treatment,
-  concatenated, updated by TensorFlow's kernels one after the other, split
+* ``"packed"``: small variables (``PACK_MAX_ELEMENTS`` or fewer) of one
+  dtype, device and treatment, concatenated, updated by TensorFlow's kernels one after the other, split
   and assigned back. For a small variable the cost is per operation, not per
   byte: one pass of the math over all of them replaces one pass per variable.
-* ``"op_by_op"``: a small variable that shares its treatment with no other
-  (or that LAMB adapts: see ``plan``), updated by TensorFlow's kernels as the
+* ``"op_by_op"``: a small variable too large to pack, one that shares its
+  treatment with no other or that LAMB adapts (see ``plan``), updated by TensorFlow's kernels as the
   reference path does.
 
 No small variable is compiled: XLA's compilation (about a second per
@@ -33,6 +33,9 @@ import tensorflow as tf
 SMALL_ELEMENTS = 2**16
 # Small variables are packed only where there are this many alike: packing one costs more than it saves.
 PACK_MIN_VARIABLES = 2
+# Nor above this many elements: packing copies each variable, slot and gradient
+# about seven times, which costs more than the dozen operations it saves.
+PACK_MAX_ELEMENTS = 2**12
 
 ROUTES = ("compiled", "packed", "op_by_op")
 
@@ -45,20 +48,25 @@ class Batch:
     indices: tuple[int, ...]
 
 
-def plan(variables: Sequence, options: Sequence[Hashable], packable: Sequence[bool] | None = None) -> list[Batch]:
+def plan(
+    variables: Sequence, options: Sequence[Hashable], packable: Sequence[bool] | None = None, pack: bool = True
+) -> list[Batch]:
     """The batches that update ``variables`` (each with its hashable ``options``), in order.
 
     Large variables come first, each alone; then the packed groups and the
-    small variables updated alone, in the order of their first variable.
+    small variables of a treatment no other shares, in the order of their
+    first variable; then the small variables kept out of packs.
     ``packable[i]`` False keeps small variable ``i`` out of any pack: LAMB's
     norms summed from slices of a packed tensor may round differently from
-    TF's sum of the variable itself.
+    TF's sum of the variable itself. ``pack=False`` packs nothing: where XLA
+    compiles the whole step, it fuses the small updates itself and packing
+    would only add copies.
     """
     large, alike, alone = [], collections.defaultdict(list), []
     for index, (variable, option) in enumerate(zip(variables, options)):
         if variable.shape.num_elements() >= SMALL_ELEMENTS:
             large.append(Batch("compiled", (index,)))
-        elif packable is not None and not packable[index]:
+        elif not pack or variable.shape.num_elements() > PACK_MAX_ELEMENTS or (packable is not None and not packable[index]):
             alone.append(Batch("op_by_op", (index,)))
         else:
             alike[(tf.as_dtype(variable.dtype), variable.device, option)].append(index)
