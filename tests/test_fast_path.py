@@ -96,6 +96,17 @@ def test_fused_large_variable_path_equals_tf1_graph(flavour, kind, monkeypatch):
     assert_same(ours, test_parity.tf1_history(kind, "bert_schedule_clipped"))
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_small_variables_compiled_in_groups_equal_tf1_graph(flavour, kind, monkeypatch):
+    # The test variables' repeated shapes count as coming often: they are compiled GROUP_SIZE at a time.
+    monkeypatch.setattr(update_plan, "GROUP_MIN_VARIABLES", 2)
+    monkeypatch.setattr(update_plan, "GROUP_SIZE", 2)
+    optimizer = make_optimizer(flavour, kind, "bert_schedule_clipped")
+    ours = run(flavour, optimizer)
+    assert compiled_calls(optimizer) > 0
+    assert_same(ours, test_parity.tf1_history(kind, "bert_schedule_clipped"))
+
+
 @pytest.mark.parametrize("large", [False, True], ids=["small", "large"])
 def test_fused_lamb_options_equal_op_by_op_path(large, monkeypatch):
     if large:
@@ -233,6 +244,17 @@ def test_plan_packs_neither_above_the_pack_limit_nor_when_told_not_to(monkeypatc
         update_plan.Batch("op_by_op", (3,)),
     ]
     assert {batch.route for batch in update_plan.plan(variables, [0.0] * 4, pack=False)} == {"op_by_op"}
+
+
+def test_plan_compiles_small_variables_of_a_shape_that_comes_often_in_groups(monkeypatch):
+    monkeypatch.setattr(update_plan, "GROUP_MIN_VARIABLES", 3)
+    monkeypatch.setattr(update_plan, "GROUP_SIZE", 2)
+    variables = [tf.Variable(tf.zeros(shape)) for shape in [(2,), (3,), (2,), (5,), (2,)]]
+    assert update_plan.plan(variables, [0.0] * 5) == [
+        update_plan.Batch("compiled", (0, 2)),
+        update_plan.Batch("compiled", (4,)),
+        update_plan.Batch("packed", (1, 3)),
+    ]
 
 
 def test_plan_keeps_variables_lamb_adapts_out_of_packs():

@@ -224,7 +224,8 @@ class FusedUpdates:
         variable, size = variables[0], variables[0].shape.num_elements()
         scratch = self._scratch.get(tf.as_dtype(variable.dtype))
         if (
-            size >= SCRATCH_MIN_ELEMENTS
+            len(variables) == 1
+            and size >= SCRATCH_MIN_ELEMENTS
             and scratch is not None
             and scratch.shape[0] >= size
             and not xla_context.inside_xla()  # where XLA sums the squares it makes without storing them
