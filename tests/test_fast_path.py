@@ -264,3 +264,13 @@ def test_plan_keeps_variables_lamb_adapts_out_of_packs():
         update_plan.Batch("op_by_op", (1,)),
         update_plan.Batch("op_by_op", (3,)),
     ]
+
+
+def test_a_fallback_is_logged_once(caplog):
+    from tf_bertopt import front_end
+
+    message = "LAMB: a fallback that only this test reports"
+    with caplog.at_level("INFO", logger="tf_bertopt"):
+        front_end.log_once(message)
+        front_end.log_once(message)
+    assert [record.getMessage() for record in caplog.records] == [message]
