@@ -67,9 +67,13 @@ def separately_rounded(step):
     (no fused multiply-add, no rewriting ``(a/b)/c`` as ``a/(b*c)``).
     """
 
+    zeros: dict = {}  # one zero per integer width, made where the hook is made (one graph)
+
     def rounded(value):
         bits = _BITS[value.dtype.size]
-        zero = tf.cast(step < 0, bits)
+        if bits not in zeros:
+            zeros[bits] = tf.cast(step < 0, bits)
+        zero = zeros[bits]
         return tf.bitcast(tf.bitwise.bitwise_or(tf.bitcast(value, bits), zero), value.dtype)
 
     return rounded
