@@ -11,6 +11,12 @@ some of those through its reused buffer), the others with the small ones.
 
 from __future__ import annotations
 
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -129,3 +135,15 @@ def test_eager_step_then_function_step_with_embedding_sized_variable(flavour, ki
         results.append([variable.numpy() for variable in variables])
     for ours, reference in zip(*results):
         assert np.array_equal(ours, reference)
+
+
+def test_mirrored_strategy_takes_the_fast_path_with_the_reference_bits():
+    # Two logical CPUs need a process of their own (see mirrored_fast_path_case.py).
+    case = pathlib.Path(__file__).with_name("mirrored_fast_path_case.py")
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(case.parent.parent), os.environ.get("PYTHONPATH", "")]))
+    child = subprocess.run([sys.executable, str(case)], capture_output=True, text=True, timeout=300, env=environment)
+    assert child.returncode == 0, child.stderr[-3000:]
+    results = json.loads(child.stdout.strip().splitlines()[-1])
+    assert len(results) == 4
+    for name, result in results.items():
+        assert result == {"compiled": True, "identical": True}, name
