@@ -16,10 +16,23 @@ mixins pass on (see ``BertOptimizerMixin``).
 
 from __future__ import annotations
 
+import logging
 import sys
+
 import tensorflow as tf
 
 from tf_bertopt import decay_reporting, fused_updates, name_matching, update_rules, validation
+
+logger = logging.getLogger("tf_bertopt")
+_logged: set = set()
+
+
+def log_once(message: str) -> None:
+    """Logs ``message`` (at INFO, logger ``tf_bertopt``) the first time it comes in this process."""
+    if message not in _logged:
+        _logged.add(message)
+        logger.info(message)
+
 
 FLAVOUR_NAMES = {"keras3": "Keras 3", "tf_keras": "tf-keras (Keras 2)"}
 # Where each flavour rejects an optimizer it does not know, with an error
@@ -204,7 +217,7 @@ class BertOptimizerMixin:
         """Whatever the algorithm's fused update needs made at build time."""
 
     def _fused_update_all(self, grads, variables, learning_rate) -> None:
-        """Updates ``variables`` (``tf.Variable`` objects) with ``fused=True``, all in one call."""
+        """Updates ``variables`` (``tf.Variable`` objects) by the fast path, planned together."""
         indices = [self._get_variable_index(variable) for variable in variables]
         self._fused_update(
             indices,

@@ -42,18 +42,20 @@ class AdamWeightDecayMixin:
             ``["LayerNorm", "layer_norm", "bias"]``.
         include_in_weight_decay: regular expressions that force decay on,
             winning over ``exclude_from_weight_decay``.
-        fused: update each variable and its slots in place with one
-            XLA-compiled pass (small variables several per call) instead
-            of TensorFlow's operations one by one: several times faster in
-            a ``tf.function`` (see docs/performance.md). In a
-            step that is not itself XLA-compiled the numbers stay
-            bit-identical to TF1: the compiled code keeps TF's rounding (see
-            ``tf_bertopt.fused_updates``). Inside a ``jit_compile=True``
-            step XLA also compiles what surrounds the update (clipping,
-            schedule), so neither path is bit-identical to TF1 there; the
-            two differ by a few 1e-7 of a tensor's largest value. Needs
-            XLA, as every TensorFlow build for CPU or GPU has. Defaults to
-            False.
+        fused: True (default) for the fast path: each large variable and
+            its slots updated in place by one XLA-compiled pass, small
+            variables several at a time with TensorFlow's own kernels (see
+            ``tf_bertopt.update_plan``). False for the reference path:
+            TensorFlow's operations one by one, each variable on its own, as
+            the TF1 graph ran them. Both give the same bits (float32 results
+            identical to TF1); the reference path is several times slower on
+            large variables and allocates several variable-sized temporaries
+            per step. Both hold outside a ``jit_compile=True`` step; inside
+            one XLA also compiles what surrounds the update (clipping,
+            schedule), so neither path is bit-identical to TF1 there and the
+            two differ by a few 1e-7 of a tensor's largest value. Where a context cannot take the fast path (the shards
+            of a ``ShardedVariable`` under LAMB), the optimizer uses the
+            reference path there and logs it once.
     """
 
     slot_names = ("adam_m", "adam_v")
@@ -67,7 +69,7 @@ class AdamWeightDecayMixin:
         epsilon: float = 1e-6,
         exclude_from_weight_decay: Sequence[str] | None = None,
         include_in_weight_decay: Sequence[str] | None = None,
-        fused: bool = False,
+        fused: bool = True,
         name: str = "AdamWeightDecay",
         **kwargs,
     ):

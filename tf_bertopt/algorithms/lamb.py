@@ -51,18 +51,20 @@ class LambMixin:
             Either side may be None. Defaults to None (``phi(z) = z``).
         trust_ratio_bounds: ``(lower, upper)`` clamp of the final ratio ``r``,
             as NVIDIA's and DeepSpeed's LAMB offer. Defaults to None.
-        fused: update each variable and its slots in place with one
-            XLA-compiled pass (small variables several per call) instead
-            of TensorFlow's operations one by one: several times faster in
-            a ``tf.function`` (see docs/performance.md). In a
-            step that is not itself XLA-compiled the numbers stay
-            bit-identical to TF1: the compiled code keeps TF's rounding (see
-            ``tf_bertopt.fused_updates``). Inside a ``jit_compile=True``
-            step XLA also compiles what surrounds the update (clipping,
-            schedule), so neither path is bit-identical to TF1 there; the
-            two differ by a few 1e-7 of a tensor's largest value. Needs
-            XLA, as every TensorFlow build for CPU or GPU has. Defaults to
-            False.
+        fused: True (default) for the fast path: each large variable and
+            its slots updated in place by one XLA-compiled pass, small
+            variables several at a time with TensorFlow's own kernels (see
+            ``tf_bertopt.update_plan``). False for the reference path:
+            TensorFlow's operations one by one, each variable on its own, as
+            the TF1 graph ran them. Both give the same bits (float32 results
+            identical to TF1); the reference path is several times slower on
+            large variables and allocates several variable-sized temporaries
+            per step. Both hold outside a ``jit_compile=True`` step; inside
+            one XLA also compiles what surrounds the update (clipping,
+            schedule), so neither path is bit-identical to TF1 there and the
+            two differ by a few 1e-7 of a tensor's largest value. Where a context cannot take the fast path (the shards
+            of a ``ShardedVariable`` under LAMB), the optimizer uses the
+            reference path there and logs it once.
     """
 
     slot_names = ("lamb_m", "lamb_v")
@@ -80,7 +82,7 @@ class LambMixin:
         bias_correction: bool = False,
         weight_norm_bounds: tuple[float | None, float | None] | None = None,
         trust_ratio_bounds: tuple[float | None, float | None] | None = None,
-        fused: bool = False,
+        fused: bool = True,
         name: str = "LAMB",
         **kwargs,
     ):

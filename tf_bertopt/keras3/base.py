@@ -122,8 +122,11 @@ class BertOptimizer(
 
     def _distributed_tf_update_step(self, distribution, grads_and_vars, learning_rate):
         if not self.fused or tf.distribute.has_strategy():
+            # Under tf.distribute each variable is updated where it lives,
+            # one `extended.update` each: update_step plans them one by one.
             return super()._distributed_tf_update_step(distribution, grads_and_vars, learning_rate)
-        # fused=True without tf.distribute: every variable in one call, so that small ones share compiled code.
+        # The fast path without tf.distribute: every variable planned together,
+        # so that small ones are packed.
         grads, variables = zip(*grads_and_vars)
         self._fused_update_all(grads, variables, learning_rate)
 

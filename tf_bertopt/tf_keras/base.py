@@ -127,6 +127,12 @@ class BertOptimizer(
         )
         self._shard_variables = self._no_dependency({i: var_list[i] for i in self._shard_group})
         self._shard_gradients = self._no_dependency({})
+        if self.fused and self._shard_group:
+            front_end.log_once(
+                f"{type(self).__name__}: the shards of a ShardedVariable are updated together by the "
+                "reference path (fused=False), since the trust ratio needs the norms of the whole "
+                "variable; every other variable takes the fast path."
+            )
 
     def _get_variable_index(self, variable) -> int:
         return self._index_dict[self._var_key(variable)]
@@ -172,9 +178,10 @@ class BertOptimizer(
     def _distributed_apply_gradients_fn(self, distribution, grads_and_vars, **kwargs):
         grads_and_vars = list(grads_and_vars)
         if self.fused and not tf.distribute.has_strategy() and not self._shard_group:
-            # Every variable in one call, so that small ones share compiled
-            # code; tf-keras still walks the variables (EMA, step count), with
-            # update_step standing by.
+            # The fast path without tf.distribute: every variable planned
+            # together, so that small ones are packed; tf-keras still walks
+            # the variables (EMA, step count), with update_step standing by.
+            # Under tf.distribute, update_step plans each variable where it lives.
             grads, variables = zip(*grads_and_vars)
             self._fused_update_all(grads, variables, self.learning_rate)
             self._updated_already = True
