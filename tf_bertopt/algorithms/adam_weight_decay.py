@@ -47,6 +47,17 @@ class AdamWeightDecayMixin:
             numbers stay bit-identical to TF1: the compiled code keeps TF's
             rounding (see ``tf_bertopt.fused_updates``). Needs XLA, as
             every TensorFlow build for CPU or GPU has. Defaults to False.
+        layerwise_lr_decay: float > 0 or None (default). With ``layer_depths``,
+            multiplies each variable's learning rate by
+            ``layerwise_lr_decay ** (max_depth - depth)`` (ELECTRA's layer-wise
+            decay, e.g. 0.8); see ``tf_bertopt.layerwise``.
+        layer_depths: which depth each variable has: a
+            ``tf_bertopt.layerwise.LayerDepths`` (ready ones:
+            ``tf1_bert_layer_depths``, ``electra_layer_depths``,
+            ``keras_hub_bert_layer_depths``) or a list of ``(pattern, depth)``
+            rules, the first matching one deciding. A variable no rule places
+            is a ``ValueError`` when the optimizer is built, unless the
+            ``LayerDepths`` has a ``default_depth``.
     """
 
     slot_names = ("adam_m", "adam_v")
@@ -61,6 +72,8 @@ class AdamWeightDecayMixin:
         exclude_from_weight_decay: Sequence[str] | None = None,
         include_in_weight_decay: Sequence[str] | None = None,
         fused: bool = False,
+        layerwise_lr_decay: float | None = None,
+        layer_depths=None,
         name: str = "AdamWeightDecay",
         **kwargs,
     ):
@@ -76,6 +89,7 @@ class AdamWeightDecayMixin:
             **kwargs,
         )
         self._set_fused(fused)
+        self._set_layerwise_decay(layerwise_lr_decay, layer_depths)
 
     def _updated(self, index, weight, grad, m, v, learning_rate):
         return update_rules.adam_weight_decay_update(

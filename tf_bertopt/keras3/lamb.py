@@ -6,8 +6,9 @@ import keras
 
 from tf_bertopt.algorithms.lamb import LambMixin
 from tf_bertopt.keras3.base import KERAS_KEYWORDS_DOC, BertOptimizer
+from tf_bertopt.layerwise_updates import LayerwiseDecayMixin
 
 
 @keras.saving.register_keras_serializable(package="tf_bertopt")
-class LAMB(LambMixin, BertOptimizer):
+class LAMB(LayerwiseDecayMixin, LambMixin, BertOptimizer):
     __doc__ = LambMixin.__doc__ + KERAS_KEYWORDS_DOC
