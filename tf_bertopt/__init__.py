@@ -21,6 +21,8 @@ AdamWeightDecay = _front_end.AdamWeightDecay
 LAMB = _front_end.LAMB
 WarmupPolynomialDecay = _front_end.WarmupPolynomialDecay
 create_optimizer = _front_end.create_optimizer
+ElectraSchedule = _front_end.ElectraSchedule
+create_electra_optimizer = _front_end.create_electra_optimizer
 
 
 def __getattr__(name):
@@ -35,6 +37,8 @@ __all__ = [
     "LAMB",
     "WarmupPolynomialDecay",
     "create_optimizer",
+    "ElectraSchedule",
+    "create_electra_optimizer",
     "decay_report",
     "UnmatchedPatternWarning",
     "FLAVOUR",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tf_bertopt import layerwise, name_matching, validation
+from tf_bertopt import fused_updates, layerwise, name_matching, validation
 
 
 class LayerwiseDecayMixin:
@@ -67,7 +67,10 @@ class LayerwiseDecayMixin:
         if multiplier == 1.0:
             return learning_rate  # x * 1.0 is x: the same bits, one operation fewer
         learning_rate = tf.convert_to_tensor(learning_rate)
-        return learning_rate * tf.constant(multiplier, learning_rate.dtype)
+        scaled = learning_rate * tf.constant(multiplier, learning_rate.dtype)
+        # TF1 rounds lr * multiplier before LAMB multiplies by the trust ratio;
+        # without the barrier Grappler may reassociate (lr * c) * r as lr * (c * r).
+        return fused_updates.separately_rounded(self.iterations)(scaled)
 
     def _updated(self, index, weight, grad, m, v, learning_rate):
         return super()._updated(index, weight, grad, m, v, self._scaled_learning_rate(index, learning_rate))
