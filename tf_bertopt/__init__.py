@@ -11,6 +11,7 @@ explicitly; each is imported on first use.
 import importlib
 
 from tf_bertopt.decay_reporting import UnmatchedPatternWarning, decay_report
+from tf_bertopt.diagnostics import optimizer_diagnostics, write_optimizer_diagnostics
 from tf_bertopt.flavours import tf_keras_flavour
 
 __version__ = "0.1.0"
@@ -23,6 +24,7 @@ WarmupPolynomialDecay = _front_end.WarmupPolynomialDecay
 create_optimizer = _front_end.create_optimizer
 ElectraSchedule = _front_end.ElectraSchedule
 create_electra_optimizer = _front_end.create_electra_optimizer
+OptimizerDiagnostics = _front_end.OptimizerDiagnostics
 
 
 def __getattr__(name):
@@ -39,6 +41,9 @@ __all__ = [
     "create_optimizer",
     "ElectraSchedule",
     "create_electra_optimizer",
+    "OptimizerDiagnostics",
+    "optimizer_diagnostics",
+    "write_optimizer_diagnostics",
     "decay_report",
     "UnmatchedPatternWarning",
     "FLAVOUR",

@@ -2,6 +2,7 @@
 
 from tf_bertopt.electra import make_create_electra_optimizer
 from tf_bertopt.keras3.adam_weight_decay import AdamWeightDecay
+from tf_bertopt.keras3.diagnostics import OptimizerDiagnostics
 from tf_bertopt.keras3.lamb import LAMB
 from tf_bertopt.keras3.schedules import ElectraSchedule, WarmupPolynomialDecay
 from tf_bertopt.recipe import make_create_optimizer
@@ -9,4 +10,4 @@ from tf_bertopt.recipe import make_create_optimizer
 create_optimizer = make_create_optimizer(AdamWeightDecay, LAMB, WarmupPolynomialDecay)
 create_electra_optimizer = make_create_electra_optimizer(AdamWeightDecay, LAMB, ElectraSchedule)
 
-__all__ = ["AdamWeightDecay", "LAMB", "WarmupPolynomialDecay", "create_optimizer", "ElectraSchedule", "create_electra_optimizer"]
+__all__ = ["AdamWeightDecay", "LAMB", "WarmupPolynomialDecay", "create_optimizer", "ElectraSchedule", "create_electra_optimizer", "OptimizerDiagnostics"]
