@@ -160,3 +160,19 @@ def test_schedule_multiplies_the_decayed_rate_by_the_warmup_factor():
     schedule = ElectraSchedule(1.0, 10, 4)
     values = [float(schedule(s)) for s in (0, 2, 4, 10)]
     np.testing.assert_allclose(values, [0.0, 0.8 * 0.5, 0.6, 0.0], rtol=1e-6)
+
+
+def test_schedule_command_prints_electras_schedule_as_tf1_computes_it(capsys):
+    from tf_bertopt import cli
+
+    steps = [0, 3, 7, 8, 30, 59, 60]
+    arguments = ["schedule", "--init-lr", "1e-3", "--train-steps", "60", "--warmup-steps", "5", "--power", "2",
+                 "--electra", "--electra-warmup-proportion", "0.125", "--no-plot", "--at", *map(str, steps)]
+    assert cli.main(arguments) == 0
+    out = capsys.readouterr().out
+    assert "[1] ELECTRA: ElectraSchedule(0.001, 60, 7.5, power=2)" in out
+    printed = {int(cells[0]): float(cells[2]) for cells in (line.split() for line in out.splitlines())
+               if len(cells) == 3 and cells[0].isdigit()}
+    theirs = tf1_electra_reference.schedule_values(steps, learning_rate=1e-3, num_train_steps=60, warmup_steps=5,
+                                                   warmup_proportion=0.125, lr_decay_power=2.0)
+    np.testing.assert_allclose([printed[s] for s in steps], theirs, rtol=1e-6)  # printed with 7 digits

@@ -11,6 +11,9 @@ use, which are options of the same class:
   (``warmup_power``).
 * TF Model Garden ``LinearWarmup``: warmup starts from a rate above 0
   (``warmup_initial_learning_rate``).
+
+With ``--electra`` it also draws ELECTRA's schedule (``tf_bertopt.ElectraSchedule``:
+the decay times a linear warmup factor ``min(1, t/W)``).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ class Curve:
 
     label: str
     options: dict
+    schedule: str = "WarmupPolynomialDecay"
 
     def rates(self, steps: np.ndarray) -> np.ndarray:
         """The float32 learning rate at each of ``steps``."""
@@ -38,7 +42,7 @@ class Curve:
 
         import tf_bertopt
 
-        schedule = tf_bertopt.WarmupPolynomialDecay(**self.options)
+        schedule = getattr(tf_bertopt, self.schedule)(**self.options)
         return schedule(tf.constant(steps, tf.int64)).numpy()
 
 
@@ -77,7 +81,22 @@ def curves(args: argparse.Namespace) -> list[Curve]:
         (key, value), = change.items()
         text = f"{value:g}" if isinstance(value, float) else repr(value)
         result.append(Curve(f"{library}: {key}={text}", {**options, **change}))
+    if getattr(args, "electra", False):
+        result.append(electra_curve(args))
     return result
+
+
+def electra_curve(args: argparse.Namespace) -> Curve:
+    """ELECTRA's schedule with the same peak, horizon, warmup and power (it has no end rate or cycle)."""
+    warmup = max(args.train_steps * args.electra_warmup_proportion, args.warmup_steps)
+    options = {
+        "initial_learning_rate": args.init_lr,
+        "decay_steps": args.train_steps,
+        "warmup_steps": warmup,
+        "power": args.power,
+    }
+    return Curve(f"ELECTRA: ElectraSchedule({args.init_lr:g}, {args.train_steps}, {warmup:g}, power={args.power:g})",
+                 options, "ElectraSchedule")
 
 
 _POSITIONAL = ("initial_learning_rate", "decay_steps", "warmup_steps")
@@ -165,6 +184,10 @@ def add_command(subparsers) -> None:
                         help="warmup_power of the warmup-power variant (default 2)")
     parser.add_argument("--compare-warmup-initial-lr", type=arguments.non_negative_float, default=None,
                         help="warmup_initial_learning_rate of the warmup-start variant (default: a tenth of --init-lr)")
+    parser.add_argument("--electra", action="store_true",
+                        help="also draw ELECTRA's schedule (decay times min(1, t/W); end rate 0, no cycle)")
+    parser.add_argument("--electra-warmup-proportion", type=arguments.non_negative_float, default=0.0,
+                        help="ELECTRA's warmup_proportion: W = max(train_steps * proportion, --warmup-steps)")
     parser.add_argument("--at", nargs="+", type=arguments.non_negative_int, metavar="STEP",
                         help="steps to print (default: around the end of warmup, midway and the end)")
     arguments.add_plot_arguments(parser, "tf_bertopt_schedule.png")
