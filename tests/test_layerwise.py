@@ -221,3 +221,11 @@ def test_decay_report_command_shows_layer_multipliers(tmp_path, capsys):
         "logits/kernel": (3, 1.0),
         "logits/bias": (3, 1.0),
     }
+
+
+def test_decay_report_command_needs_the_layer_count_with_ready_rules(tmp_path, capsys):
+    keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, name="logits")]).save(tmp_path / "m.keras")
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["decay-report", str(tmp_path / "m.keras"), "--layer-depths", "tf1-bert"])
+    assert exit_info.value.code == 2
+    assert "--layer-depths tf1-bert needs --num-layers" in capsys.readouterr().err

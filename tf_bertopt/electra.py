@@ -46,7 +46,8 @@ class ElectraScheduleSpec:
 
     def __post_init__(self) -> None:
         set_ = lambda field, value: object.__setattr__(self, field, value)  # noqa: E731
-        set_("initial_learning_rate", validation.non_negative(_OWNER, "initial_learning_rate", self.initial_learning_rate))
+        initial = validation.non_negative(_OWNER, "initial_learning_rate", self.initial_learning_rate)
+        set_("initial_learning_rate", initial)
         set_("decay_steps", validation.positive_int(_OWNER, "decay_steps", self.decay_steps))
         set_("warmup_steps", validation.non_negative(_OWNER, "warmup_steps", self.warmup_steps))
         set_("power", validation.positive(_OWNER, "power", self.power))

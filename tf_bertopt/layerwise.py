@@ -71,10 +71,13 @@ class LayerDepths:
             name_matching.compile_patterns(_OWNER, "rules", [pattern])
             checked.append((pattern, validation.non_negative_int(_OWNER, f"depth of {pattern!r}", depth)))
         if not checked:
-            raise ValueError(f"{_OWNER}: `rules` must hold at least one (pattern, depth) pair; received {self.rules!r}.")
+            raise ValueError(
+                f"{_OWNER}: `rules` must hold at least one (pattern, depth) pair; received {self.rules!r}."
+            )
         object.__setattr__(self, "rules", tuple(checked))
         if self.default_depth is not None:
-            object.__setattr__(self, "default_depth", validation.non_negative_int(_OWNER, "default_depth", self.default_depth))
+            default_depth = validation.non_negative_int(_OWNER, "default_depth", self.default_depth)
+            object.__setattr__(self, "default_depth", default_depth)
         deepest = max([d for _, d in checked] + ([self.default_depth] if self.default_depth is not None else []))
         if self.max_depth is None:
             object.__setattr__(self, "max_depth", deepest)
@@ -100,7 +103,9 @@ class LayerDepths:
         depths = [self.depth_of(name) for name in names]
         unplaced = [name for name, depth in zip(names, depths) if depth is None]
         if unplaced:
-            shown = ", ".join(repr(n) for n in unplaced[:5]) + (f" and {len(unplaced) - 5} more" if len(unplaced) > 5 else "")
+            shown = ", ".join(repr(n) for n in unplaced[:5])
+            if len(unplaced) > 5:
+                shown += f" and {len(unplaced) - 5} more"
             raise ValueError(
                 f"{owner}: no `layer_depths` rule gives a depth to the variable(s) {shown}. Add a "
                 "(pattern, depth) rule that matches them, or give LayerDepths a `default_depth`. "
@@ -113,7 +118,8 @@ class LayerDepths:
         return decay ** (self.max_depth - depth)
 
     def to_config(self) -> dict[str, Any]:
-        return {"rules": [list(rule) for rule in self.rules], "default_depth": self.default_depth, "max_depth": self.max_depth}
+        rules = [list(rule) for rule in self.rules]
+        return {"rules": rules, "default_depth": self.default_depth, "max_depth": self.max_depth}
 
 
 def layer_depths_argument(owner: str, layer_depths) -> LayerDepths | None:

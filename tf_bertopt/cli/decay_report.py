@@ -50,7 +50,8 @@ def run(args) -> int:
     layer_options = args.layer_depths or args.layerwise_lr_decay is not None
     if args.saved_optimizer and (given or layer_options):
         raise ValueError(
-            "--saved-optimizer uses the saved optimizer's patterns and layer depths; give no pattern or layer options with it"
+            "--saved-optimizer uses the saved optimizer's patterns and layer depths; "
+            "give no pattern or layer options with it"
         )
     for module in args.custom_module:
         importlib.import_module(module)
