@@ -262,10 +262,13 @@ class DiagnosticsMixin:
 
     def apply(self, grads, trainable_variables=None):
         # Keras 3's entry point: apply_gradients and LossScaleOptimizer call it.
-        if self._diagnostics_settings is not None and trainable_variables is not None:
+        if self._diagnostics_settings is not None:
             grads = list(grads)
-            trainable_variables = list(trainable_variables)
-            self._record(list(zip(grads, trainable_variables)))
+            # Without variables, Keras 3 applies the gradients to those the optimizer was built with.
+            recorded = self._trainable_variables if trainable_variables is None else list(trainable_variables)
+            if trainable_variables is not None:
+                trainable_variables = recorded
+            self._record(list(zip(grads, recorded)))
         return super().apply(grads, trainable_variables)
 
     def apply_gradients(self, grads_and_vars, *args, **kwargs):
