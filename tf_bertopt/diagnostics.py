@@ -19,16 +19,16 @@ the cost of one more pass over the variables on the steps that are recorded.
 ``write_optimizer_diagnostics`` writes them with ``tf.summary`` (scalars,
 and histograms across variables) to the default summary writer, per variable
 or per layer depth. The optimizers' ``record_diagnostics(every_n_steps)``
-(used by the ``OptimizerDiagnostics`` Keras callback) does it from inside
-``apply_gradients`` every ``every_n_steps`` updates, for the gradients summed
-over replicas under ``tf.distribute``, written once (by the first replica).
-When it is not turned on, nothing is added to the step.
+(``tf_bertopt.diagnostics_recording``, used by the ``OptimizerDiagnostics``
+Keras callback) does it from inside ``apply_gradients`` every
+``every_n_steps`` updates, for the gradients summed over replicas under
+``tf.distribute``, written once (by the first replica). When it is not turned
+on, nothing is added to the step.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
@@ -227,78 +227,3 @@ def write_optimizer_diagnostics(
     if histograms:
         for metric in METRICS:
             _write_histogram(f"{prefix}/histogram/{metric}", getattr(diagnostics, metric), step)
-
-
-@dataclasses.dataclass(frozen=True)
-class RecordingSettings:
-    every_n_steps: int
-    per: str = "variable"
-    histograms: bool = True
-
-
-class DiagnosticsMixin:
-    """``record_diagnostics``: the optimizer writes its diagnostics from inside the step."""
-
-    _diagnostics_settings: RecordingSettings | None = None
-
-    def record_diagnostics(self, every_n_steps: int = 100, per: str = "variable", histograms: bool = True):
-        """Writes ``optimizer_diagnostics`` to the default summary writer every ``every_n_steps`` updates.
-
-        Takes effect in steps traced from now on (call it before training;
-        the ``OptimizerDiagnostics`` callback does). Not for ``jit_compile=True``
-        steps (summaries are host operations) nor Keras 3 gradient accumulation.
-        Under ``tf.distribute`` with several replicas each recorded step sums
-        the gradients over replicas once more.
-        """
-        owner = type(self).__name__
-        self._diagnostics_settings = RecordingSettings(
-            validation.positive_int(owner, "every_n_steps", every_n_steps),
-            validation.one_of(owner, "per", per, PER_CHOICES),
-            validation.boolean(owner, "histograms", histograms),
-        )
-
-    def stop_recording_diagnostics(self) -> None:
-        self._diagnostics_settings = None
-
-    def apply(self, grads, trainable_variables=None):
-        # Keras 3's entry point: apply_gradients and LossScaleOptimizer call it.
-        if self._diagnostics_settings is not None:
-            grads = list(grads)
-            # Without variables, Keras 3 applies the gradients to those the optimizer was built with.
-            recorded = self._trainable_variables if trainable_variables is None else list(trainable_variables)
-            if trainable_variables is not None:
-                trainable_variables = recorded
-            self._record(list(zip(grads, recorded)))
-        return super().apply(grads, trainable_variables)
-
-    def apply_gradients(self, grads_and_vars, *args, **kwargs):
-        if self._diagnostics_settings is not None and self.flavour == "tf_keras":
-            grads_and_vars = list(grads_and_vars)
-            self._record(grads_and_vars)
-        return super().apply_gradients(grads_and_vars, *args, **kwargs)
-
-    def _record(self, grads_and_vars) -> None:
-        settings = self._diagnostics_settings
-        pairs = [(g, v) for g, v in grads_and_vars if g is not None]
-        if not pairs:
-            return
-        if not self._optimizer_is_built():
-            with tf.init_scope():  # as apply_gradients itself builds: slots are read below
-                self.build([v for _, v in pairs])
-        context = tf.distribute.get_replica_context()
-        first_replica: Any = True
-        if context is not None and context.num_replicas_in_sync > 1:
-            grads = context.all_reduce(tf.distribute.ReduceOp.SUM, [update_rules.dense_gradient(g) for g, _ in pairs])
-            pairs = list(zip(grads, [v for _, v in pairs]))
-            first_replica = tf.equal(context.replica_id_in_sync_group, 0)
-        step = tf.convert_to_tensor(self.iterations)
-        due = tf.equal(tf.math.floormod(step, settings.every_n_steps), 0)
-
-        def write():
-            with tf.summary.record_if(first_replica):
-                write_optimizer_diagnostics(
-                    optimizer_diagnostics(self, pairs), step, per=settings.per, histograms=settings.histograms
-                )
-            return tf.constant(True)
-
-        tf.cond(due, write, lambda: tf.constant(False))

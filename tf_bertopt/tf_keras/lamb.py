@@ -5,7 +5,7 @@ from __future__ import annotations
 import tf_keras
 
 from tf_bertopt.algorithms.lamb import LambMixin
-from tf_bertopt.diagnostics import DiagnosticsMixin
+from tf_bertopt.diagnostics_recording import DiagnosticsMixin
 from tf_bertopt.tf_keras.base import KERAS_KEYWORDS_DOC, BertOptimizer
 from tf_bertopt.layerwise_updates import LayerwiseDecayMixin
 
