@@ -140,15 +140,13 @@ def test_nothing_is_added_to_the_step_when_not_recording(flavour):
 
 
 _MIRRORED_SCRIPT = """
-import json, sys
+import importlib, sys
 import numpy as np, tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-import keras
-import tf_bertopt.keras3 as api
 from tf_bertopt import layerwise
 
-def fit(log_dir, strategy):
+def fit(keras, api, log_dir, strategy):
     with strategy.scope():
         model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="layer_0"), keras.layers.Dense(1, name="pooler")],
                                  name="model")
@@ -162,15 +160,25 @@ def fit(log_dir, strategy):
     model.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False,
               callbacks=[api.OptimizerDiagnostics(log_dir, every_n_steps=2, histograms=False)])
 
-fit(sys.argv[1], tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
-fit(sys.argv[2], tf.distribute.get_strategy())
+folder = sys.argv[1]
+for flavour, library in (("keras3", "keras"), ("tf_keras", "tf_keras")):
+    keras, api = importlib.import_module(library), importlib.import_module(f"tf_bertopt.{flavour}")
+    fit(keras, api, f"{folder}/{flavour}/mirrored", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+    fit(keras, api, f"{folder}/{flavour}/single", tf.distribute.get_strategy())
 """
 
 
-def test_mirrored_strategy_writes_each_value_once_and_equal_to_one_device(tmp_path):
-    result = run_python("-c", _MIRRORED_SCRIPT, str(tmp_path / "mirrored"), str(tmp_path / "single"))
+@pytest.fixture(scope="module")
+def mirrored_runs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mirrored")
+    result = run_python("-c", _MIRRORED_SCRIPT, str(folder))
     assert result.returncode == 0, result.stderr[-3000:]
-    mirrored, single = read_events(tmp_path / "mirrored"), read_events(tmp_path / "single")  # fails on duplicates
+    return folder
+
+
+def test_mirrored_strategy_writes_each_value_once_and_equal_to_one_device(mirrored_runs, flavour):
+    folder = mirrored_runs / flavour
+    mirrored, single = read_events(folder / "mirrored"), read_events(folder / "single")  # fails on duplicates
     assert sorted(mirrored) == sorted(single) == [0, 2]
     for step in single:
         assert set(mirrored[step]) == set(single[step])
