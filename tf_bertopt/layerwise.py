@@ -141,7 +141,7 @@ def _layer_rules(prefix: str, num_layers: int, first_depth: int = 1) -> list[tup
 
 
 def tf1_bert_layer_depths(num_layers: int, default_depth: int | None = None) -> LayerDepths:
-    """Depths for TF1 BERT / ALBERT-style names (``bert/embeddings/...``, ``bert/encoder/layer_3/...``).
+    """Depths for TF1 BERT and ELECTRA names (``bert/embeddings/...``, ``bert/encoder/layer_3/...``).
 
     Embeddings (``embeddings/``, and ELECTRA's ``embeddings_project/``) at 0,
     ``encoder/layer_<i>/`` at ``i + 1``, and the head at ``num_layers + 2``:
