@@ -176,3 +176,19 @@ def test_schedule_command_prints_electras_schedule_as_tf1_computes_it(capsys):
     theirs = tf1_electra_reference.schedule_values(steps, learning_rate=1e-3, num_train_steps=60, warmup_steps=5,
                                                    warmup_proportion=0.125, lr_decay_power=2.0)
     np.testing.assert_allclose([printed[s] for s in steps], theirs, rtol=1e-6)  # printed with 7 digits
+
+
+def test_electra_optimizer_config_round_trip_keeps_schedule_and_layer_rates(flavour):
+    api = harness.front_end(flavour)
+    optimizer = make_optimizer(api, "adamw", fused=False)
+    restored = type(optimizer).from_config(optimizer.get_config())
+    assert isinstance(restored._learning_rate, api.ElectraSchedule)
+    assert restored._learning_rate.get_config() == optimizer._learning_rate.get_config()
+    assert restored.layer_depths == layerwise_depths() and restored.layerwise_lr_decay == LAYER_DECAY
+    assert restored.global_clipnorm == 1.0 and restored.weight_decay_rate == 0.01
+
+
+def layerwise_depths():
+    from tf_bertopt import layerwise
+
+    return layerwise.electra_layer_depths(N_LAYERS)
