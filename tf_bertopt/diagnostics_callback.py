@@ -21,7 +21,7 @@ class OptimizerDiagnosticsMixin:
     The model must be compiled with a tf_bertopt optimizer (also inside a
     ``LossScaleOptimizer``) and trained with ``jit_compile=False``. Nothing
     is added to the training step before ``fit`` starts or after it ends;
-    while it runs, steps that are not recorded cost one comparison.
+    while it runs, steps that are not recorded cost one conditional.
 
     Args:
         log_dir: folder of the TensorBoard event files.
