@@ -1,7 +1,7 @@
 """The optimizers' side of layer-wise learning-rate decay (see ``tf_bertopt.layerwise``).
 
-``LayerwiseDecayMixin`` comes first in each optimizer class, before the
-algorithm's mixin, and scales the learning rate on its way to the update:
+``LayerwiseDecayMixin`` comes before the algorithm's mixin in each optimizer
+class, and scales the learning rate on its way to the update:
 ``_updated`` and ``_updated_shards`` (one variable, op by op) and
 ``_fused_update`` (many variables, ``fused=True``), where the variables are
 split into groups of one multiplier, each given its own learning-rate tensor.
@@ -55,7 +55,7 @@ class LayerwiseDecayMixin:
         super()._decide_per_variable(var_list)
 
     def layer_depth(self, variable) -> int | None:
-        """The depth the built optimizer gave ``variable`` (None without layer-wise decay)."""
+        """The depth the built optimizer gave ``variable`` (None without ``layer_depths``)."""
         return self._layer_depths_of_variables[self._get_variable_index(variable)]
 
     def learning_rate_multiplier(self, variable) -> float:
