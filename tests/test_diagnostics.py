@@ -72,10 +72,14 @@ def test_written_values_equal_numpy_recomputation_and_the_real_step(flavour, kin
     before = {n: np.array(variables[n]) for n in names}
     slots = {n: tuple(np.array(s) for s in optimizer.get_slots(variables[n])) for n in names}
     pairs = [(tf.constant(grads[n]), variables[n]) for n in names]
-    with tf.summary.create_file_writer(str(tmp_path)).as_default():
-        diagnostics.write_optimizer_diagnostics(diagnostics.optimizer_diagnostics(optimizer, pairs), optimizer.iterations)
+    values = diagnostics.optimizer_diagnostics(optimizer, pairs)
+    with tf.summary.create_file_writer(str(tmp_path / "variables")).as_default():
+        diagnostics.write_optimizer_diagnostics(values, optimizer.iterations)
+    with tf.summary.create_file_writer(str(tmp_path / "layers")).as_default():
+        diagnostics.write_optimizer_diagnostics(values, optimizer.iterations, per="layer", histograms=False)
     optimizer.apply_gradients(pairs)
-    written = read_events(tmp_path)[WARM_STEPS]
+    written = read_events(tmp_path / "variables")[WARM_STEPS]
+    by_layer = read_events(tmp_path / "layers")[WARM_STEPS]
 
     expected, total = numpy_expectations(optimizer, kind, before, slots, grads)
     for name in names:
@@ -89,6 +93,13 @@ def test_written_values_equal_numpy_recomputation_and_the_real_step(flavour, kin
     assert written["optimizer/learning_rate"] == np.float32(RATE)
     decayed = sum(1 for n in names if not any(p in n for p in harness.EXCLUSIONS))
     np.testing.assert_allclose(written["optimizer/fraction_decayed"], decayed / len(names))
+    for depth in sorted({DEPTHS.depth_of(n) for n in names}):
+        members = [expected[n] for n in names if DEPTHS.depth_of(n) == depth]
+        for metric in diagnostics.METRICS:
+            column = [m[metric] for m in members]
+            combined = np.sqrt(np.sum(np.square(column))) if metric.endswith("_norm") else np.mean(column)
+            np.testing.assert_allclose(by_layer[f"optimizer/{metric}/depth_{depth}"], combined, rtol=2e-5,
+                                       err_msg=f"{metric} of depth {depth}")
     histogram = written["optimizer/histogram/trust_ratio"]
     assert histogram.shape == (diagnostics.HISTOGRAM_BUCKETS, 3) and histogram[:, 2].sum() == len(names)
 
