@@ -1,5 +1,9 @@
 """BERT's optimizers for TensorFlow 2 / Keras: AdamWeightDecay, LAMB and the
-warmup + polynomial-decay schedule, bit-exact with the TF1 BERT code.
+warmup + polynomial-decay schedule, bit-exact with the TF1 BERT code; ELECTRA's
+recipe (``create_electra_optimizer``, ``ElectraSchedule``, layer-wise
+learning-rate decay: ``tf_bertopt.layerwise``) and the optimizer's
+per-variable diagnostics for TensorBoard (``OptimizerDiagnostics``,
+``tf_bertopt.diagnostics``).
 
 ``tf_bertopt.AdamWeightDecay`` etc. follow whatever ``tf.keras`` is: the
 Keras 3 classes by default, the tf-keras (Keras 2) ones when TensorFlow uses
