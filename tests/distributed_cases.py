@@ -210,6 +210,97 @@ def train_emulating_tf1_tpu_clipping(kind, replicas):
     return state(model, optimizer)
 
 
+VOCAB, SEQ, EMBED = 6, 3, 4
+
+
+def sparse_dataset() -> tuple[np.ndarray, np.ndarray]:
+    """STEPS global batches of SEQ ids from VOCAB (ids repeat within every
+    replica's half and across halves) and large targets: clipping acts on every step."""
+    rng = np.random.default_rng(11)
+    ids = rng.integers(0, VOCAB, (STEPS * GLOBAL_BATCH, SEQ)).astype(np.int32)
+    y = rng.normal(0.0, 10.0, (STEPS * GLOBAL_BATCH, OUTPUTS)).astype(np.float32)
+    return ids, y
+
+
+def sparse_initial_weights() -> list[np.ndarray]:
+    rng = np.random.default_rng(5)
+    return [
+        rng.normal(0.0, 0.5, (VOCAB, EMBED)).astype(np.float32),  # word_embeddings
+        rng.normal(0.0, 0.5, (EMBED, OUTPUTS)).astype(np.float32),  # head/kernel
+    ]
+
+
+def train_sparse(strategy, kind, *, flavour="keras3", head=False, clip_in_loop=False):
+    """``STEPS`` updates of an embedding model: a Keras ``Embedding`` (whose
+    gradient is a ``tf.IndexedSlices``), the embeddings of each example summed,
+    then, with ``head``, a matrix to the outputs (else the first OUTPUTS
+    features are the outputs). Without ``head`` every lookup's gradient is
+    computed element-wise from its own example, so N replicas' slices are
+    exactly one device's.
+
+    ``clip_in_loop`` clips in the training loop with ``tf.clip_by_global_norm``
+    on the tape's gradients, as TF1 BERT's ``create_optimizer`` did, and
+    gives the optimizer no clipping: TF1's arithmetic on one device."""
+    import tensorflow as tf
+
+    keras, api = flavour_modules(flavour)
+    table, kernel = sparse_initial_weights()
+    with strategy.scope():
+        embedding = keras.layers.Embedding(VOCAB, EMBED, name="word_embeddings")
+        embedding.build((None,))
+        embedding.embeddings.assign(table)
+        variables = [embedding.embeddings]
+        if head:
+            variables.append(tf.Variable(kernel, name="head/kernel") if flavour == "tf_keras" else keras.Variable(
+                kernel, name="kernel"))
+        optimizer = make_optimizer(
+            api, kind, global_clipnorm=None if clip_in_loop else CLIPNORM, exclude_from_weight_decay=None
+        )
+        optimizer.build(variables)
+
+    def step(ids, y):
+        with tf.GradientTape() as tape:
+            features = tf.reduce_sum(embedding(ids), axis=1)
+            prediction = tf.matmul(features, variables[1]) if head else features[:, :OUTPUTS]
+            loss = tf.reduce_sum(tf.square(prediction - y)) / float(GLOBAL_BATCH * OUTPUTS)
+        grads = tape.gradient(loss, variables)
+        if clip_in_loop:
+            grads, _ = tf.clip_by_global_norm(grads, CLIPNORM)
+        optimizer.apply_gradients(zip(grads, variables))
+
+    @tf.function
+    def distributed_step(ids, y):
+        strategy.run(step, args=(ids, y))
+
+    ids, y = sparse_dataset()
+    size = GLOBAL_BATCH // strategy.num_replicas_in_sync
+    for t in range(STEPS):
+
+        def local(values):
+            def value(context):
+                first = t * GLOBAL_BATCH + context.replica_id_in_sync_group * size
+                return values[first : first + size]
+
+            return strategy.experimental_distribute_values_from_function(value)
+
+        distributed_step(local(ids), local(y))
+    return [tuple(np.array(x.numpy()) for x in (v, *slots_of(optimizer, v))) for v in variables]
+
+
+def sparse_first_step_norms() -> tuple[float, float]:
+    """The global norm of the first global batch's embedding gradient over its
+    values (TF1's) and over its summed rows (the dense gradient's)."""
+    ids, y = sparse_dataset()
+    table = sparse_initial_weights()[0]
+    features = table[ids[:GLOBAL_BATCH]].sum(axis=1)
+    upstream = 2.0 * (features[:, :OUTPUTS] - y[:GLOBAL_BATCH]) / float(GLOBAL_BATCH * OUTPUTS)
+    values = np.zeros((GLOBAL_BATCH, SEQ, EMBED))
+    values[:, :, :OUTPUTS] = upstream[:, None, :]
+    dense = np.zeros_like(table, np.float64)
+    np.add.at(dense, ids[:GLOBAL_BATCH].reshape(-1), values.reshape(-1, EMBED))
+    return float(np.sqrt(np.sum(values**2))), float(np.sqrt(np.sum(dense**2)))
+
+
 def replica_gradients(replicas: int = 2) -> list[list[np.ndarray]]:
     """Each replica's first-step gradient (its share of the global-batch loss)."""
     import keras
@@ -263,6 +354,51 @@ def loss_scaled_skip(strategy, kind, flavour="keras3"):
     return states, scales, updates
 
 
+def nonfinite_skip(strategy, kind, flavour="keras3"):
+    """``skip_nonfinite_steps=True`` under ``strategy``: a finite step, a step whose
+    gradient is inf on the last replica only, another finite step. Returns, after
+    each step, the state and, per replica, the first weight, the skip count and
+    the update count."""
+    import tensorflow as tf
+
+    keras, api = flavour_modules(flavour)
+    with strategy.scope():
+        model = build_model(keras)
+        optimizer = make_optimizer(api, kind, skip_nonfinite_steps=True)
+        optimizer.build(model.trainable_variables)
+
+    @tf.function
+    def distributed_step(x, y, poison):
+        def step(x, y, poison):
+            with tf.GradientTape() as tape:
+                loss = replica_loss(model, x, y) * poison
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+
+        strategy.run(step, args=(x, y, poison))
+
+    def local(variable):
+        variable = variable if isinstance(variable, tf.Variable) else variable.value  # a Keras 3 variable
+        return [np.array(v.numpy()) for v in strategy.experimental_local_results(variable)]
+
+    last = strategy.num_replicas_in_sync - 1
+    history = []
+    for t in range(3):
+        poison = strategy.experimental_distribute_values_from_function(
+            lambda context: tf.constant(np.inf if t == 1 and context.replica_id_in_sync_group == last else 1.0)
+        )
+        distributed_step(*replica_batches(strategy, t), poison)
+        history.append(
+            (
+                state(model, optimizer),
+                local(model.trainable_variables[0]),
+                [int(c) for c in local(optimizer.nonfinite_step_count)],
+                [int(c) for c in local(optimizer.iterations)],
+            )
+        )
+    return history
+
+
 def configure_logical_cpus(count: int) -> None:
     import tensorflow as tf
 
@@ -309,6 +445,19 @@ def mirrored_runs() -> dict:
     results["tf_keras/fit/lamb/mirrored"] = train_fit(two, "lamb", flavour="tf_keras")
     results["tf_keras/fit/adamw/xla_mirrored"] = train_fit(one, "adamw", flavour="tf_keras", jit_compile=True)
     results["tf_keras/loss_scale/adamw/mirrored"] = loss_scaled_skip(two, "adamw", flavour="tf_keras")
+    results["nonfinite/adamw/mirrored"] = nonfinite_skip(two, "adamw")
+    results["tf_keras/nonfinite/lamb/mirrored"] = nonfinite_skip(two, "lamb", flavour="tf_keras")
+
+    # Sparse gradients: the replicas' slices are gathered before clipping.
+    for flavour, prefix in (("keras3", ""), ("tf_keras", "tf_keras/")):
+        for kind in ("adamw", "lamb"):
+            results[f"{prefix}sparse/{kind}/mirrored"] = train_sparse(two, kind, flavour=flavour)
+            results[f"{prefix}sparse/{kind}/tf1_clipping"] = train_sparse(single, kind, flavour=flavour, clip_in_loop=True)
+    for flavour, prefix, kind in (("keras3", "", "lamb"), ("tf_keras", "tf_keras/", "adamw")):
+        results[f"{prefix}sparse_head/{kind}/mirrored"] = train_sparse(two, kind, flavour=flavour, head=True)
+        results[f"{prefix}sparse_head/{kind}/tf1_clipping"] = train_sparse(
+            single, kind, flavour=flavour, head=True, clip_in_loop=True
+        )
     return results
 
 
@@ -319,13 +468,17 @@ def multi_worker_run() -> dict:
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     if strategy.num_replicas_in_sync != 2:
         raise RuntimeError(f"expected 2 replicas, got {strategy.num_replicas_in_sync}")
-    return {
+    results = {
         f"{prefix}loop/{kind}/multi_worker": train_custom_loop(
             strategy, kind, flavour=flavour, use_ema=True, ema_momentum=0.5
         )
         for flavour, prefix in (("keras3", ""), ("tf_keras", "tf_keras/"))
         for kind in ("adamw", "lamb")
     }
+    # Sparse gradients: the workers' slices are gathered (all-gather) before clipping.
+    results["sparse/lamb/multi_worker"] = train_sparse(strategy, "lamb")
+    results["tf_keras/sparse/adamw/multi_worker"] = train_sparse(strategy, "adamw", flavour="tf_keras")
+    return results
 
 
 def free_ports(count: int) -> list[int]:

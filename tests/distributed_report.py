@@ -1,4 +1,4 @@
-"""Prints the table of docs/readme/distributed.md: how far N-replica training is
+"""Prints the table of docs/distributed.md: how far N-replica training is
 from one-device training, in float32 ulps of each variable's largest magnitude.
 
     python tests/distributed_report.py

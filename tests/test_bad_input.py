@@ -38,6 +38,20 @@ def test_optimizer_rejects_bad_argument_with_a_clear_message(flavour, kind, argu
     assert re.search(allowed, message), message
 
 
+def tensor_cases():
+    import tensorflow as tf
+
+    return [tf.constant(-1e-3), tf.constant([1e-3, 2e-3]), tf.constant("fast")]
+
+
+@pytest.mark.parametrize("case", range(3), ids=["negative", "not_scalar", "not_a_number"])
+def test_learning_rate_tensor_holding_no_valid_rate_is_rejected(flavour, case):
+    value = tensor_cases()[case]
+    with pytest.raises(ValueError, match=r"LAMB: `learning_rate` must be a finite number >= 0") as error:
+        harness.front_end(flavour).LAMB(learning_rate=value)
+    assert "learning_rate=" in str(error.value)
+
+
 LAMB_CASES = [
     ("exclude_from_layer_adaptation", ["(?P<x"], "invalid regular expression"),
     ("trust_ratio_bounds", (2.0, 1.0), "lower <= upper"),
@@ -66,6 +80,10 @@ SCHEDULE_CASES = [
     (dict(warmup_power=0.0), "warmup_power=0.0", "> 0"),
     (dict(decay_start="end"), "decay_start='end'", "'step_0', 'warmup_end'"),
     (dict(decay_start="warmup_end", warmup_steps=100), "decay_steps=100, warmup_steps=100", "> warmup_steps"),
+    (dict(warmup_style="garden"), "warmup_style='garden'", "'bert', 'model_garden_linear'"),
+    (dict(warmup_style="model_garden_linear", warmup_power=2.0), "warmup_power=2.0", "must be 1.0"),
+    (dict(warmup_style="model_garden_polynomial", warmup_initial_learning_rate=1e-5),
+     "warmup_initial_learning_rate=1e-05", "must be 0.0"),
 ]
 
 

@@ -34,14 +34,14 @@ def test_tiny_set_has_2000_small_variables():
 @pytest.fixture(scope="module")
 def quick_result():
     return benchmark.run_set(
-        "quick", ["adamw-fused", "keras-adamw", "lamb"], ["function"], rounds=2, min_seconds=0.0,
+        "quick", ["adamw-reference", "keras-adamw", "lamb"], ["function"], rounds=2, min_seconds=0.0,
         bandwidth=benchmark.Bandwidth(2**16), printer=lambda *_: None,
     )
 
 
 def test_run_set_reports_every_candidate_against_keras_and_the_floor(quick_result):
     rows = {row["candidate"]: row for row in quick_result["results"]}
-    assert list(rows) == ["adamw-fused", "keras-adamw", "lamb"]
+    assert list(rows) == ["adamw-reference", "keras-adamw", "lamb"]
     assert rows["keras-adamw"]["ratio_to_keras"] == 1.0
     assert rows["lamb"]["ratio_to_keras"] is None  # no keras-lamb was timed
     for row in rows.values():
@@ -49,7 +49,7 @@ def test_run_set_reports_every_candidate_against_keras_and_the_floor(quick_resul
         assert row["min_ms"] <= row["median_ms"] <= row["max_ms"]
         assert row["first_call_s"] > 0
         assert math.isclose(row["ratio_to_floor"], row["median_ms"] / row["floor_ms"])
-    bytes_per_parameter = {"adamw-fused": 28, "keras-adamw": 28, "lamb": 40}
+    bytes_per_parameter = {"adamw-reference": 28, "keras-adamw": 28, "lamb": 40}
     for name, row in rows.items():
         floor = bytes_per_parameter[name] * quick_result["parameters"] / quick_result["bandwidth"]["bytes_per_second"]
         assert math.isclose(row["floor_ms"], 1e3 * floor)
@@ -81,15 +81,15 @@ def test_a_set_that_does_not_fit_is_refused_before_allocating(monkeypatch):
 def test_cli_quick_run_prints_the_table_and_writes_json(tmp_path):
     output = tmp_path / "bench.json"
     result = cli_helpers.run_cli(
-        "bench", "--quick", "--candidates", "adamw-fused,keras-adamw", "--modes", "function", "--json", str(output)
+        "bench", "--quick", "--candidates", "adamw-reference,keras-adamw", "--modes", "function", "--json", str(output)
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "| adamw-fused | function |" in result.stdout
+    assert "| adamw-reference | function |" in result.stdout
     report = json.loads(output.read_text())
-    assert report["command"] == "tf-bertopt bench --quick --candidates adamw-fused,keras-adamw --modes function"
+    assert report["command"] == "tf-bertopt bench --quick --candidates adamw-reference,keras-adamw --modes function"
     (quick,) = report["sets"]
     assert quick["set"] == "quick"
-    assert [row["candidate"] for row in quick["results"]] == ["adamw-fused", "keras-adamw"]
+    assert [row["candidate"] for row in quick["results"]] == ["adamw-reference", "keras-adamw"]
     assert quick["bandwidth"]["bytes_per_second"] > 0
 
 

@@ -101,6 +101,34 @@ def test_schedule_prints_each_variant_as_the_reference_and_plots_them(tmp_path):
     assert png_size(tmp_path / "schedule.png")[0] > 400
 
 
+def test_schedule_compare_names_a_library_only_for_a_schedule_it_reproduces(capsys):
+    """Hugging Face's and Model Garden's schedules are options value for value;
+    the two warmup options, which ramp to the peak rate unlike Model Garden's,
+    are labelled for what they do."""
+    from tf_bertopt.cli import schedule_preview
+
+    parser = importlib.import_module("tf_bertopt.cli.main").build_parser()
+    args = parser.parse_args(
+        ["schedule", "--init-lr", "1e-4", "--train-steps", "10000", "--warmup-steps", "1000", "--compare",
+         *schedule_preview.VARIANTS, "--compare-warmup-initial-lr", "1e-5"]
+    )
+    curves = schedule_preview.curves(args)
+    assert [curve.label for curve in curves] == [
+        "BERT: WarmupPolynomialDecay(0.0001, 10000, 1000)",
+        "Hugging Face: decay_start='warmup_end'",
+        "Power warmup: warmup_power=2",
+        "Warmup from a start rate: warmup_initial_learning_rate=1e-05",
+        "Model Garden LinearWarmup: warmup_initial_learning_rate=1e-05",
+        "Model Garden PolynomialWarmUp: warmup_power=2",
+    ]
+    at_999 = [float(curve.rates(np.array([999]))[0]) for curve in curves]
+    assert at_999[3] == pytest.approx(9.991e-5, rel=1e-6) and at_999[4] == pytest.approx(8.992e-5, rel=1e-6)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["schedule", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "on request TF Model Garden's LinearWarmup and PolynomialWarmUp" in help_text
+
+
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory):
     import keras
@@ -245,3 +273,15 @@ def test_missing_matplotlib_says_how_to_install_it_and_no_plot_still_works(tmp_p
     assert len(lines) == 2 and all("pip install 'tf-bertopt[plots]'" in line for line in lines), lines
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "never.png").exists()
+
+
+def test_decay_report_of_a_saved_sequential_says_its_names_lack_the_model_prefix(tmp_path, capsys):
+    import keras
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="hidden")], name="tiny")
+    assert model.trainable_variables[1].path == "tiny/hidden/bias"  # in this process
+    model.save(tmp_path / "tiny.keras")
+    assert cli.main(["decay-report", str(tmp_path / "tiny.keras"), "--optimizer", "adamw"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^\s+no\s+hidden/bias", out, re.MULTILINE), out
+    assert "(tiny/hidden/kernel for hidden/kernel)" in out

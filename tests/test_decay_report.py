@@ -191,3 +191,27 @@ def test_warning_helper_is_silent_without_variables():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert decay_reporting.warn_unmatched_patterns("X", NameRules(("nothing",)), []) == []
+
+
+@pytest.mark.parametrize(
+    "pattern, names, hint",
+    [
+        ("LayerNorm", ["encoder/attention_layer_norm/gamma", "encoder/dense/kernel"],
+         "spelled 'layer_norm' it would match 1, e.g. 'encoder/attention_layer_norm/gamma'"),
+        ("layer_norm", ["bert/embeddings/LayerNorm/gamma", "bert/pooler/dense/kernel"],
+         "spelled 'LayerNorm' it would match 1, e.g. 'bert/embeddings/LayerNorm/gamma'"),
+        ("OutputBias", ["mlm_head/output_bias", "mlm_head/kernel"],
+         "spelled 'output_bias' it would match 1, e.g. 'mlm_head/output_bias'"),
+    ],
+)
+def test_unmatched_warning_suggests_the_other_naming_convention_when_it_matches(pattern, names, hint):
+    from tf_bertopt.decay_reporting import unmatched_message
+
+    assert hint in unmatched_message("exclude_from_weight_decay", pattern, names)
+
+
+def test_unmatched_warning_suggests_no_spelling_that_would_match_nothing():
+    from tf_bertopt.decay_reporting import unmatched_message
+
+    message = unmatched_message("exclude_from_weight_decay", "LayerNorm", ["dense/kernel"])
+    assert "spelled" not in message and "names look like 'dense/kernel'" in message

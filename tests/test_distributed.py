@@ -4,7 +4,9 @@ The training runs happen in child processes (``distributed_cases.py``): one
 with two logical CPUs for ``MirroredStrategy``, and two ``MultiWorkerMirroredStrategy``
 workers on 127.0.0.1. The model, data and optimizer settings are BERT-like:
 warmup + decay schedule, weight decay with exclusions, ``global_clipnorm=1.0``
-active on every step, EMA on in the custom loops.
+active on every step, EMA on in the custom loops. Embedding models, whose
+gradients are ``tf.IndexedSlices``, are compared bit for bit with TF1's
+clipping (``tf.clip_by_global_norm`` on the slices) on one device.
 
 Tolerance: a replica's gradient is summed in another order than one device's,
 so results differ by rounding only. Measured after 4 steps: at most 3 float32
@@ -135,6 +137,31 @@ def test_tf1_tpu_clipping_reproduced_by_clipping_before_apply_gradients(mirrored
             np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_mirrored_sparse_gradients_clip_as_one_device_in_tf1_bit_for_bit(mirrored, flavour, kind):
+    """The replicas' embedding slices are gathered, then clipped over their
+    values: exactly TF1's ``tf.clip_by_global_norm`` on one device's global batch."""
+    prefix = FLAVOURS[flavour]
+    ours, reference = mirrored[f"{prefix}sparse/{kind}/mirrored"], mirrored[f"{prefix}sparse/{kind}/tf1_clipping"]
+    for row, expected in zip(ours, reference):
+        for a, b in zip(row, expected):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", ["sparse_head/lamb", "tf_keras/sparse_head/adamw"])
+def test_mirrored_sparse_and_dense_gradients_clip_as_one_device_in_tf1(mirrored, name):
+    assert_same_training(mirrored[f"{name}/mirrored"], mirrored[f"{name}/tf1_clipping"])
+
+
+def test_sparse_case_norm_over_values_differs_from_norm_of_summed_rows():
+    """Guards the tests above: summing repeated rows before clipping (or
+    each replica densifying its own slices) would clip by another factor."""
+    over_values, over_rows = cases.sparse_first_step_norms()
+    assert over_values > cases.CLIPNORM and over_rows > cases.CLIPNORM
+    assert abs(over_values - over_rows) > 0.05 * over_values
+
+
 @pytest.mark.parametrize("name", ["fit/adamw", "loop/lamb", "tf_keras/fit/adamw"])
 def test_xla_compiled_distributed_step_equals_one_device(mirrored, name):
     reference = [row[:3] for row in mirrored[name.replace("fit/", "loop/") + "/single"]]
@@ -153,9 +180,29 @@ def test_loss_scale_skips_a_non_finite_step_on_every_replica(mirrored, name):
     assert any(not np.array_equal(a[0], b[0]) for a, b in zip(states[1], states[2]))
 
 
+@pytest.mark.parametrize("name", ["nonfinite/adamw", "tf_keras/nonfinite/lamb"])
+def test_skip_nonfinite_steps_skips_on_every_replica_when_one_replica_is_nonfinite(mirrored, name):
+    (before, _, _, _), (skipped, replica_weights, counts, updates), (after, _, _, _) = mirrored[f"{name}/mirrored"]
+    for row_before, row_skipped in zip(before, skipped):
+        for a, b in zip(row_before, row_skipped):
+            np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(replica_weights[0], replica_weights[1])
+    assert counts == [1, 1] and updates == [1, 1]
+    assert all(np.all(np.isfinite(column)) for row in after for column in row)
+    assert any(not np.array_equal(a[0], b[0]) for a, b in zip(skipped, after))
+
+
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("flavour", FLAVOURS)
 def test_multi_worker_mirrored_equals_one_device(mirrored, multi_worker, flavour, kind):
     prefix = FLAVOURS[flavour]
     for worker in multi_worker:
         assert_same_training(worker[f"{prefix}loop/{kind}/multi_worker"], mirrored[f"{prefix}loop/{kind}/single"])
+
+
+@pytest.mark.parametrize("name", ["sparse/lamb", "tf_keras/sparse/adamw"])
+def test_multi_worker_sparse_gradients_clip_as_one_device_in_tf1_bit_for_bit(mirrored, multi_worker, name):
+    for worker in multi_worker:
+        for row, expected in zip(worker[f"{name}/multi_worker"], mirrored[f"{name}/tf1_clipping"]):
+            for a, b in zip(row, expected):
+                np.testing.assert_array_equal(a, b)

@@ -1,4 +1,4 @@
-"""``fused=True`` (``tf_bertopt.fused_updates``): the same numbers as the TF1 graph, bit for bit.
+"""The fast path (``fused=True``, the default): the same numbers as the TF1 graph, bit for bit.
 
 The fused path is bit-identical to the op-by-op one, so its bound is 0 ulps
 per step: every test compares with ``np.array_equal``. The TF1 graph of
@@ -15,7 +15,7 @@ import tensorflow as tf
 
 import harness
 import test_parity
-from tf_bertopt import fused_updates, update_rules
+from tf_bertopt import fused_updates, update_plan, update_rules
 
 KINDS = ["adamw", "lamb"]
 
@@ -50,6 +50,21 @@ def assert_same(ours, reference):
                 )
 
 
+def count_every_variable_as_large(monkeypatch):
+    """Each variable updated in place by its own compiled call; LAMB's squares
+    of those with 5 elements or more written to its reused buffer."""
+    monkeypatch.setattr(update_plan, "SMALL_ELEMENTS", 1)
+    monkeypatch.setattr(fused_updates, "SCRATCH_MIN_ELEMENTS", 5)
+
+
+def split_by_size(monkeypatch):
+    """Of the test variables, (4, 3), (6, 4) and (3, 3) count as large, the
+    others (3 elements) as small; LAMB writes the squares of the first two to
+    its reused buffer."""
+    monkeypatch.setattr(update_plan, "SMALL_ELEMENTS", 9)
+    monkeypatch.setattr(fused_updates, "SCRATCH_MIN_ELEMENTS", 12)
+
+
 def compiled_calls(optimizer) -> int:
     """How many of the fused path's compiled functions were traced: 0 means it was not used."""
     functions = [f for f in vars(optimizer._fused_updates).values() if hasattr(f, "experimental_get_tracing_count")]
@@ -58,7 +73,8 @@ def compiled_calls(optimizer) -> int:
 
 @pytest.mark.parametrize("config_name", test_parity.CONFIGS)
 @pytest.mark.parametrize("kind", KINDS)
-def test_fused_equals_tf1_graph_bit_for_bit(flavour, kind, config_name):
+def test_fast_path_equals_tf1_graph_bit_for_bit(flavour, kind, config_name, monkeypatch):
+    split_by_size(monkeypatch)  # both routes: compiled in place, and TF's kernels on packed small variables
     optimizer = make_optimizer(flavour, kind, config_name)
     ours = run(flavour, optimizer)
     assert compiled_calls(optimizer) > 0
@@ -69,7 +85,7 @@ def test_fused_equals_tf1_graph_bit_for_bit(flavour, kind, config_name):
 def test_fused_large_variable_path_equals_tf1_graph(flavour, kind, monkeypatch):
     # Every variable counts as large: each is updated in place by its own call;
     # LAMB's squares of those with 5 elements or more go through the reused buffer.
-    monkeypatch.setattr(fused_updates, "SMALL_ELEMENTS", 1)
+    monkeypatch.setattr(update_plan, "SMALL_ELEMENTS", 1)
     monkeypatch.setattr(fused_updates, "SCRATCH_MIN_ELEMENTS", 5)
     optimizer = make_optimizer(flavour, kind, "bert_schedule_clipped")
     ours = run(flavour, optimizer)
@@ -80,10 +96,21 @@ def test_fused_large_variable_path_equals_tf1_graph(flavour, kind, monkeypatch):
     assert_same(ours, test_parity.tf1_history(kind, "bert_schedule_clipped"))
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_small_variables_compiled_in_groups_equal_tf1_graph(flavour, kind, monkeypatch):
+    # The test variables' repeated shapes count as coming often: they are compiled GROUP_SIZE at a time.
+    monkeypatch.setattr(update_plan, "GROUP_MIN_VARIABLES", 2)
+    monkeypatch.setattr(update_plan, "GROUP_SIZE", 2)
+    optimizer = make_optimizer(flavour, kind, "bert_schedule_clipped")
+    ours = run(flavour, optimizer)
+    assert compiled_calls(optimizer) > 0
+    assert_same(ours, test_parity.tf1_history(kind, "bert_schedule_clipped"))
+
+
 @pytest.mark.parametrize("large", [False, True], ids=["small", "large"])
 def test_fused_lamb_options_equal_op_by_op_path(large, monkeypatch):
     if large:
-        monkeypatch.setattr(fused_updates, "SMALL_ELEMENTS", 1)
+        monkeypatch.setattr(update_plan, "SMALL_ELEMENTS", 1)
         monkeypatch.setattr(fused_updates, "SCRATCH_MIN_ELEMENTS", 5)
     options = dict(bias_correction=True, weight_norm_bounds=(0.1, 0.9), trust_ratio_bounds=(0.0, 4.0))
     fused = run("keras3", make_optimizer("keras3", "lamb", fused=True, **options), steps=20)
@@ -105,7 +132,7 @@ def test_fused_under_jit_compile_with_clipping_within_xla_bound_of_tf1(kind, mon
     # LAMB's norms itself (in its own order): test_xla's bound of 8 ulps of
     # each tensor's largest element applies. Large variables, to check that
     # LAMB leaves its reused buffer aside when XLA compiles the whole step.
-    monkeypatch.setattr(fused_updates, "SMALL_ELEMENTS", 1)
+    monkeypatch.setattr(update_plan, "SMALL_ELEMENTS", 1)
     monkeypatch.setattr(fused_updates, "SCRATCH_MIN_ELEMENTS", 5)
     optimizer = make_optimizer("keras3", kind, "bert_schedule_clipped")
     ours = run("keras3", optimizer, jit_compile=True)
@@ -159,6 +186,25 @@ def test_fused_sparse_gradient_equals_dense(kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_fast_path_is_the_default(flavour, kind):
+    api = harness.front_end(flavour)
+    optimizer = (api.AdamWeightDecay if kind == "adamw" else api.LAMB)()
+    assert optimizer.fused is True
+    assert optimizer.get_config()["fused"] is True
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_configs_with_and_without_fused_load(flavour, kind):
+    api = harness.front_end(flavour)
+    cls = api.AdamWeightDecay if kind == "adamw" else api.LAMB
+    config = cls().get_config()
+    for value in (True, False):
+        assert cls.from_config(dict(config, fused=value)).fused is value
+    del config["fused"]  # a config written before the option existed
+    assert cls.from_config(config).fused is True
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_fused_is_in_config_and_restored(flavour, kind):
     optimizer = make_optimizer(flavour, kind)
     config = optimizer.get_config()
@@ -173,20 +219,58 @@ def test_fused_must_be_a_boolean(flavour, value):
         harness.front_end(flavour).AdamWeightDecay(fused=value)
 
 
-def test_batches_group_same_shapes_and_pack_lone_ones(monkeypatch):
-    monkeypatch.setattr(fused_updates, "SMALL_ELEMENTS", 100)
-    monkeypatch.setattr(fused_updates, "GROUP_SIZE", 2)
+def test_plan_compiles_large_variables_and_packs_small_ones_alike(monkeypatch):
+    monkeypatch.setattr(update_plan, "SMALL_ELEMENTS", 100)
     shapes = [(10, 10), (3,), (4, 2), (3,), (3,), (5,), (20, 5), (7,)]
     variables = [tf.Variable(tf.zeros(shape)) for shape in shapes]
     variables.append(tf.Variable(tf.zeros((9,), tf.float16)))  # another dtype: not packed with the others
     options = [0.0] * len(variables)
     options[7] = 0.5  # other options: not packed with the others
-    assert fused_updates.batches(variables, options) == [
-        ("in_place", [0]),  # large
-        ("in_place", [6]),
-        ("in_place", [1, 3]),  # same shape, GROUP_SIZE at a time
-        ("in_place", [4]),
-        ("packed", [2, 5]),  # lone shapes, same dtype and options
-        ("in_place", [7]),
-        ("in_place", [8]),
+    assert update_plan.plan(variables, options) == [
+        update_plan.Batch("compiled", (0,)),  # large, each alone
+        update_plan.Batch("compiled", (6,)),
+        update_plan.Batch("packed", (1, 2, 3, 4, 5)),  # small, same dtype and options, any shape
+        update_plan.Batch("op_by_op", (7,)),
+        update_plan.Batch("op_by_op", (8,)),
     ]
+
+
+def test_plan_packs_neither_above_the_pack_limit_nor_when_told_not_to(monkeypatch):
+    monkeypatch.setattr(update_plan, "PACK_MAX_ELEMENTS", 4)
+    variables = [tf.Variable(tf.zeros(shape)) for shape in [(3,), (5,), (4,), (5,)]]
+    assert update_plan.plan(variables, [0.0] * 4) == [
+        update_plan.Batch("packed", (0, 2)),
+        update_plan.Batch("op_by_op", (1,)),
+        update_plan.Batch("op_by_op", (3,)),
+    ]
+    assert {batch.route for batch in update_plan.plan(variables, [0.0] * 4, pack=False)} == {"op_by_op"}
+
+
+def test_plan_compiles_small_variables_of_a_shape_that_comes_often_in_groups(monkeypatch):
+    monkeypatch.setattr(update_plan, "GROUP_MIN_VARIABLES", 3)
+    monkeypatch.setattr(update_plan, "GROUP_SIZE", 2)
+    variables = [tf.Variable(tf.zeros(shape)) for shape in [(2,), (3,), (2,), (5,), (2,)]]
+    assert update_plan.plan(variables, [0.0] * 5) == [
+        update_plan.Batch("compiled", (0, 2)),
+        update_plan.Batch("compiled", (4,)),
+        update_plan.Batch("packed", (1, 3)),
+    ]
+
+
+def test_plan_keeps_variables_lamb_adapts_out_of_packs():
+    variables = [tf.Variable(tf.zeros((3,))) for _ in range(4)]
+    assert update_plan.plan(variables, [0.0] * 4, packable=[True, False, True, False]) == [
+        update_plan.Batch("packed", (0, 2)),
+        update_plan.Batch("op_by_op", (1,)),
+        update_plan.Batch("op_by_op", (3,)),
+    ]
+
+
+def test_a_fallback_is_logged_once(caplog):
+    from tf_bertopt import front_end
+
+    message = "LAMB: a fallback that only this test reports"
+    with caplog.at_level("INFO", logger="tf_bertopt"):
+        front_end.log_once(message)
+        front_end.log_once(message)
+    assert [record.getMessage() for record in caplog.records] == [message]

@@ -119,3 +119,90 @@ def test_config_round_trip_keeps_every_option():
     again = WarmupPolynomialDecay.from_config(schedule.get_config())
     assert again.get_config() == schedule.get_config()
     assert all(again(s).numpy() == schedule(s).numpy() for s in (0, 5, 10, 50, 150))
+
+
+# TF Model Garden's warmups (official/modeling/optimization/lr_schedule.py),
+# written here from that source: Keras's PolynomialDecay evaluated once at W,
+# eagerly, when the warmup schedule is made; the rest per step in a tf.function.
+MODEL_GARDEN_CONFIGS = {
+    "bert_linear": dict(init=1e-4, T=10000, W=1000, start=1e-5, power_warmup=1.0),
+    "short": dict(init=1e-4, T=100, W=10, start=1e-5, power_warmup=2.0),
+    "decay_power_0.5": dict(init=3e-4, T=90, W=7, end=1e-6, power=2.0, start=2e-5, power_warmup=0.5),
+    "cycle": dict(init=2e-4, T=30, W=4, end=1e-6, power=2.0, cycle=True, start=0.0, power_warmup=3.0),
+    "odd_powers": dict(init=5e-5, T=100, W=13, power=0.5, start=1e-6, power_warmup=1.5),
+}
+
+
+def model_garden_linear_warmup(after_warmup, warmup_steps, warmup_learning_rate):
+    final = after_warmup(warmup_steps)
+
+    def schedule(step):
+        global_step = tf.cast(step, tf.float32)
+        linear = warmup_learning_rate + global_step / warmup_steps * (final - warmup_learning_rate)
+        return tf.cond(global_step < warmup_steps, lambda: linear, lambda: after_warmup(step))
+
+    return schedule
+
+
+def model_garden_polynomial_warmup(after_warmup, warmup_steps, power):
+    final = after_warmup(warmup_steps)
+
+    def schedule(step):
+        global_step = tf.cast(step, tf.float32)
+        warmup_steps_float = tf.cast(warmup_steps, tf.float32)
+        done = tf.math.maximum(global_step, 1.0) / warmup_steps_float
+        warmup = final * tf.math.pow(done, power)
+        return tf.cond(global_step < warmup_steps_float, lambda: warmup, lambda: after_warmup(step))
+
+    return schedule
+
+
+def model_garden_steps(config):
+    """Every step past the end for the short configs; for the long one, every
+    step around the start, the end of warmup and the end, and every 37th."""
+    T, W = config["T"], config["W"]
+    if T <= 1000:
+        return list(range(0, int(T * 1.4)))
+    return sorted(set(range(0, 50)) | set(range(W - 50, W + 50)) | set(range(T - 10, T + 5)) | set(range(0, T, 37)))
+
+
+@pytest.mark.parametrize("style", ["model_garden_linear", "model_garden_polynomial"])
+@pytest.mark.parametrize("name", MODEL_GARDEN_CONFIGS)
+def test_model_garden_warmups_equal_model_garden_bit_for_bit(flavour, name, style):
+    import keras
+    import tf_keras
+
+    config = MODEL_GARDEN_CONFIGS[name]
+    schedules = (keras if flavour == "keras3" else tf_keras).optimizers.schedules
+    decay = schedules.PolynomialDecay(config["init"], config["T"], config.get("end", 0.0), config.get("power", 1.0),
+                                      config.get("cycle", False))
+    if style == "model_garden_linear":
+        theirs = model_garden_linear_warmup(decay, config["W"], config["start"])
+        options = dict(warmup_initial_learning_rate=config["start"])
+    else:
+        theirs = model_garden_polynomial_warmup(decay, config["W"], config["power_warmup"])
+        options = dict(warmup_power=config["power_warmup"])
+    mine = harness.front_end(flavour).WarmupPolynomialDecay(
+        config["init"], config["T"], config["W"], config.get("end", 0.0), config.get("power", 1.0),
+        config.get("cycle", False), warmup_style=style, **options,
+    )
+    steps = model_garden_steps(config)
+    in_graph = tf.function(theirs)
+    expected = np.array([in_graph(tf.constant(s, tf.int64)).numpy() for s in steps], np.float32)
+    for mode in ("eager", "tf_function"):
+        run = MODES[mode](mine)
+        values = np.array([run(tf.constant(s, tf.int64)).numpy() for s in steps], np.float32)
+        mismatched = [(s, a, b) for s, a, b in zip(steps, values, expected) if a != b]
+        assert not mismatched, (mode, mismatched[:5])
+
+
+def test_model_garden_warmups_ramp_to_the_decayed_rate_and_polynomial_is_not_zero_at_step_0():
+    """The values the options exist for (init 1e-4, T 10000, W 1000, start 1e-5)."""
+    bert = WarmupPolynomialDecay(1e-4, 10000, 1000, warmup_initial_learning_rate=1e-5)
+    linear = WarmupPolynomialDecay(1e-4, 10000, 1000, warmup_initial_learning_rate=1e-5,
+                                   warmup_style="model_garden_linear")
+    polynomial = WarmupPolynomialDecay(1e-4, 10000, 1000, warmup_style="model_garden_polynomial")
+    assert float(bert(999)) == pytest.approx(1e-5 + 0.999 * 9e-5, rel=1e-6)  # 9.991e-5: towards init
+    assert float(linear(999)) == pytest.approx(1e-5 + 0.999 * 8e-5, rel=1e-6)  # 8.992e-5: towards 9e-5
+    assert float(polynomial(0)) == pytest.approx(9e-5 / 1000, rel=1e-6)
+    assert float(bert.__class__(1e-4, 10000, 1000)(0)) == 0.0

@@ -7,35 +7,66 @@ per-variable diagnostics for TensorBoard (``OptimizerDiagnostics``,
 
 ``tf_bertopt.AdamWeightDecay`` etc. follow whatever ``tf.keras`` is: the
 Keras 3 classes by default, the tf-keras (Keras 2) ones when TensorFlow uses
-tf-keras (``TF_USE_LEGACY_KERAS=1``), decided when tf_bertopt is imported.
-``tf_bertopt.keras3`` and ``tf_bertopt.tf_keras`` name each flavour's classes
-explicitly; each is imported on first use.
+tf-keras (``TF_USE_LEGACY_KERAS=1``). ``tf_bertopt.keras3`` and
+``tf_bertopt.tf_keras`` name each flavour's classes explicitly.
+
+``import tf_bertopt`` imports neither TensorFlow nor Keras: the optimizer
+classes, ``FLAVOUR`` and the explicit namespaces are looked up on first use,
+and ``FLAVOUR`` is then decided the way TensorFlow decides what ``tf.keras``
+is (``tf_bertopt.flavours``). The classes are registered with Keras as soon
+as Keras is imported (``tf_bertopt.registration``), so saved models load
+without ``custom_objects``.
 """
 
 import importlib
 
+from tf_bertopt import registration
 from tf_bertopt.decay_reporting import UnmatchedPatternWarning, decay_report
-from tf_bertopt.diagnostics import optimizer_diagnostics, write_optimizer_diagnostics
-from tf_bertopt.flavours import tf_keras_flavour
 
 __version__ = "0.1.0"
 
-FLAVOUR = tf_keras_flavour()
-_front_end = importlib.import_module(f"tf_bertopt.{FLAVOUR}")
-AdamWeightDecay = _front_end.AdamWeightDecay
-LAMB = _front_end.LAMB
-WarmupPolynomialDecay = _front_end.WarmupPolynomialDecay
-create_optimizer = _front_end.create_optimizer
-ElectraSchedule = _front_end.ElectraSchedule
-create_electra_optimizer = _front_end.create_electra_optimizer
-OptimizerDiagnostics = _front_end.OptimizerDiagnostics
+registration.register_front_ends()
+
+# Names taken from the front end of the flavour tf.keras is.
+_FRONT_END_NAMES = (
+    "AdamWeightDecay",
+    "LAMB",
+    "WarmupPolynomialDecay",
+    "create_optimizer",
+    "ElectraSchedule",
+    "create_electra_optimizer",
+    "OptimizerDiagnostics",
+)
+# Names defined in a module imported on first use.
+_LAZY_MODULE_NAMES = {
+    "load_model": "tf_bertopt.saved_models",
+    "restore_optimizer": "tf_bertopt.saved_models",
+    "optimizer_diagnostics": "tf_bertopt.diagnostics",
+    "write_optimizer_diagnostics": "tf_bertopt.diagnostics",
+}
 
 
 def __getattr__(name):
-    # `tf_bertopt.keras3` / `tf_bertopt.tf_keras` without importing them first.
-    if name in ("keras3", "tf_keras"):
+    # Called only for names not yet in the module's globals; each answer is
+    # stored there, so the lookup happens once.
+    if name == "FLAVOUR":
+        from tf_bertopt.flavours import tf_keras_flavour
+
+        value = tf_keras_flavour()
+    elif name in _FRONT_END_NAMES:
+        value = getattr(importlib.import_module(f"tf_bertopt.{__getattr__('FLAVOUR')}"), name)
+    elif name in _LAZY_MODULE_NAMES:
+        value = getattr(importlib.import_module(_LAZY_MODULE_NAMES[name]), name)
+    elif name in ("keras3", "tf_keras"):
         return importlib.import_module(f"tf_bertopt.{name}")
-    raise AttributeError(f"module 'tf_bertopt' has no attribute {name!r}")
+    else:
+        raise AttributeError(f"module 'tf_bertopt' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__) | {"keras3", "tf_keras"})
 
 
 __all__ = [
@@ -50,6 +81,8 @@ __all__ = [
     "write_optimizer_diagnostics",
     "decay_report",
     "UnmatchedPatternWarning",
+    "load_model",
+    "restore_optimizer",
     "FLAVOUR",
     "__version__",
 ]

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 import warnings
 from typing import Any, Iterable, Sequence
 
@@ -61,15 +60,40 @@ def unmatched_patterns(rules: NameRules, names: Sequence[str]) -> dict[str, list
 
 
 def unmatched_message(argument: str, pattern: str, names: Sequence[str]) -> str:
-    """``"<argument> pattern <pattern> matches none of the N variables"``, with a hint."""
+    """``"<argument> pattern <pattern> matches none of the N variables"``, with a hint.
+
+    The hint names a match ignoring case, else a match of the pattern spelled
+    in the other naming convention (``other_spellings``), else an example name.
+    """
     message = f"{argument} pattern {pattern!r} matches none of the {len(names)} variables"
-    ignoring_case = [n for n in names if re.search(pattern, n, re.IGNORECASE)]
+    ignoring_case = [n for n in names if name_matching.compiled(pattern, ignore_case=True).search(n)]
     if ignoring_case:
         return message + (
             f"; ignoring case it would match {len(ignoring_case)}, e.g. {ignoring_case[0]!r} "
             "(matching is case-sensitive)"
         )
+    for spelling in other_spellings(pattern):
+        matching = [n for n in names if re.search(spelling, n)]
+        if matching:
+            return message + (
+                f"; spelled {spelling!r} it would match {len(matching)}, e.g. {matching[0]!r} "
+                "(TF1 names are CamelCase, Keras's snake_case)"
+            )
     return message + (f" (names look like {names[0]!r})" if names else "")
+
+
+def other_spellings(pattern: str) -> list[str]:
+    """The pattern in the other naming convention: ``LayerNorm`` <-> ``layer_norm``.
+
+    Spellings listed in ``ALTERNATIVE_SPELLINGS`` first, then the plain
+    conversion for a pattern that is a CamelCase or snake_case word.
+    """
+    spellings = [s for group in ALTERNATIVE_SPELLINGS if pattern in group for s in sorted(group) if s != pattern]
+    if re.fullmatch(r"(?:[A-Z][a-z0-9]*){2,}", pattern):
+        spellings.append(re.sub(r"(?<!^)(?=[A-Z])", "_", pattern).lower())
+    elif re.fullmatch(r"[a-z0-9]+(?:_[a-z0-9]+)+", pattern):
+        spellings.append("".join(part.capitalize() for part in pattern.split("_")))
+    return list(dict.fromkeys(spellings))
 
 
 def warn_unmatched_patterns(owner: str, rules: NameRules, names: Sequence[str]) -> list[str]:

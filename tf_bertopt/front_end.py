@@ -16,10 +16,23 @@ mixins pass on (see ``BertOptimizerMixin``).
 
 from __future__ import annotations
 
+import logging
 import sys
+
 import tensorflow as tf
 
 from tf_bertopt import decay_reporting, fused_updates, name_matching, update_rules, validation
+
+logger = logging.getLogger("tf_bertopt")
+_logged: set = set()
+
+
+def log_once(message: str) -> None:
+    """Logs ``message`` (at INFO, logger ``tf_bertopt``) the first time it comes in this process."""
+    if message not in _logged:
+        _logged.add(message)
+        logger.info(message)
+
 
 FLAVOUR_NAMES = {"keras3": "Keras 3", "tf_keras": "tf-keras (Keras 2)"}
 # Where each flavour rejects an optimizer it does not know, with an error
@@ -52,9 +65,14 @@ def check_clip_arguments(owner: str, keras_kwargs: dict) -> None:
 def checked_learning_rate(owner: str, learning_rate, schedule_class: type, flavour: str):
     """A number >= 0, a ``schedule_class`` or a callable with no arguments.
 
-    The other flavour's schedules are callables too, of one argument: they
-    are refused here rather than failing at the first update.
+    A scalar tensor or variable stands for the number it holds now, read once
+    (as ``tf_keras.optimizers.Adam`` copies it into its own variable); pass
+    ``lambda: variable`` for a rate read at every update. The other flavour's
+    schedules are callables too, of one argument: they are refused here
+    rather than failing at the first update.
     """
+    if _is_tensor_like(learning_rate):
+        return validation.non_negative(owner, "learning_rate", _number_held(owner, learning_rate))
     if isinstance(learning_rate, schedule_class):
         return learning_rate
     foreign = [c for c in type(learning_rate).__mro__ if c.__name__ == "LearningRateSchedule"]
@@ -70,6 +88,23 @@ def checked_learning_rate(owner: str, learning_rate, schedule_class: type, flavo
     if callable(learning_rate):
         return learning_rate
     return validation.non_negative(owner, "learning_rate", learning_rate)
+
+
+def _is_tensor_like(value) -> bool:
+    # A Keras 3 variable is neither a tf.Tensor nor a tf.Variable; it converts through __tf_tensor__.
+    return tf.is_tensor(value) or isinstance(value, tf.Variable) or hasattr(value, "__tf_tensor__")
+
+
+def _number_held(owner: str, value) -> float:
+    """The number in a scalar tensor or variable, as a Python float."""
+    tensor = tf.convert_to_tensor(value)
+    known = tf.get_static_value(tensor)
+    if known is None or tensor.shape.rank != 0 or not (tensor.dtype.is_floating or tensor.dtype.is_integer):
+        raise ValueError(
+            f"{owner}: `learning_rate` must be a finite number >= 0 (a scalar tensor or variable holding one, "
+            f"read once, is accepted); received learning_rate={value!r}."
+        )
+    return float(known)
 
 
 def _other(flavour: str) -> str:
@@ -182,7 +217,7 @@ class BertOptimizerMixin:
         """Whatever the algorithm's fused update needs made at build time."""
 
     def _fused_update_all(self, grads, variables, learning_rate) -> None:
-        """Updates ``variables`` (``tf.Variable`` objects) with ``fused=True``, all in one call."""
+        """Updates ``variables`` (``tf.Variable`` objects) by the fast path, planned together."""
         indices = [self._get_variable_index(variable) for variable in variables]
         self._fused_update(
             indices,

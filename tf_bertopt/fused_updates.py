@@ -1,30 +1,25 @@
-"""Variable updates compiled by XLA, in place, bit-identical to TF1.
+"""The fast path's kernels: variable updates bit-identical to TF1, run by route
+(bit-identical outside a ``jit_compile=True`` step; see ``docs/exactness.md``).
 
-An optimizer step is memory-bound. Run op by op, as TF does in a
-``tf.function``, AdamWeightDecay's dozen element-wise operations each read and
-write whole variable-sized tensors, and every new tensor is memory the
-allocator must find (on Linux, pages the kernel must map and zero).
-Compiled by XLA, the step updates the variable and its slots in place with no
-temporaries. Ideally that is one loop reading ``w, g, m, v`` and writing
-``w, m, v``: 28 bytes per float32 parameter, the floor. XLA:CPU has no
-multi-output fusion, so it emits one loop per written array (new ``m``, new
-``v``, new ``w``, the last re-reading the first two): 40 bytes per parameter,
-which ``tf_bertopt.compiled_traffic`` reads from the compiled program.
+``tf_bertopt.update_plan`` decides which variables go together and by which
+route; this module runs the plan. An optimizer step is memory-bound. Run op
+by op, as TF does in a ``tf.function``, AdamWeightDecay's dozen element-wise
+operations each read and write whole variable-sized tensors, and every new
+tensor is memory the allocator must find (on Linux, pages the kernel must map
+and zero). Compiled by XLA (``tf.function(jit_compile=True)``), the step
+updates a large variable and its slots in place with no temporaries. Ideally
+that is one loop reading ``w, g, m, v`` and writing ``w, m, v``: 28 bytes per
+float32 parameter, the floor. XLA:CPU has no multi-output fusion, so it emits
+one loop per written array (new ``m``, new ``v``, new ``w``, the last
+re-reading the first two): 40 bytes per parameter, which
+``tf_bertopt.compiled_traffic`` reads from the compiled program. Small
+variables are not compiled: they are updated with TF's own kernels, several
+at a time where they can be packed into one tensor (see ``update_plan``).
 
-The compiled functions (``tf.function(jit_compile=True)``) are called from the
-ordinary (not XLA-compiled) step, or inlined into a ``jit_compile=True`` one:
-
-* a variable of ``SMALL_ELEMENTS`` or more is updated in place by its own
-  call;
-* smaller ones, where the cost is per operation rather than per byte, are
-  updated in place ``GROUP_SIZE`` at a time, among variables of the same
-  shape, dtype and treatment (a model repeats its layers, so few distinct
-  groups are compiled);
-* small variables whose shape no other shares are packed: concatenated,
-  updated by one call, split and assigned back.
-
-The math is ``tf_bertopt.update_rules``. What keeps the results bit-identical
-to TF's op-by-op kernels, and so to TF1:
+The compiled functions are called from the ordinary (not XLA-compiled) step,
+or inlined into a ``jit_compile=True`` one. The math is
+``tf_bertopt.update_rules``. What keeps the results bit-identical to TF's
+op-by-op kernels, and so to TF1, wherever XLA compiles them:
 
 * every product that is then added (and LAMB's bias-corrected moments, which
   are divided again) goes through :func:`separately_rounded`, which stops XLA
@@ -33,11 +28,15 @@ to TF's op-by-op kernels, and so to TF1:
 * LAMB's norms are summed by TF's own ``Sum`` kernel outside the compiled
   code, since a sum's rounding depends on its order. The compiled first pass
   writes ``w^2`` and ``u^2`` for TF to sum (into a reused buffer, for a very
-  large variable); the second pass recomputes ``u`` from the new ``m``, ``v`` (same
-  operations, same bits) rather than storing it. On XLA:CPU the first pass is
-  four loops (new ``m``, new ``v``, ``w^2``, ``u^2``: 48 bytes per parameter),
-  then the two sums (8) and the second pass (16): 72 bytes per parameter
-  against a floor of 40.
+  large variable); the second pass recomputes ``u`` from the new ``m``, ``v``
+  (same operations, same bits) rather than storing it. On XLA:CPU the first
+  pass is four loops (new ``m``, new ``v``, ``w^2``, ``u^2``: 48 bytes per
+  parameter), then the two sums (8) and the second pass (16): 72 bytes per
+  parameter against a floor of 40.
+
+Only variables are kept between steps, never a tensor: a tensor belongs to
+one graph (or to eager execution), and the same optimizer may be stepped
+eagerly, by several ``tf.function`` objects and by retraced ones.
 
 The functions take plain ``tf.Variable`` objects (Keras 3 ``variable.value``,
 tf-keras variables as they are), so both Keras flavours share them.
@@ -45,17 +44,12 @@ tf-keras variables as they are), so both Keras flavours share them.
 
 from __future__ import annotations
 
-import collections
 from typing import Sequence
 
 import tensorflow as tf
 
-from tf_bertopt import update_rules, xla_context
+from tf_bertopt import update_plan, update_rules, xla_context
 
-# Variables with fewer elements are updated together (see the module docstring).
-SMALL_ELEMENTS = 2**16
-# Small variables per compiled call: more means fewer calls but longer compilation.
-GROUP_SIZE = 8
 # LAMB variables at least this large have their squares written to a reused
 # buffer (see FusedUpdates.reserve_norm_scratch): 32 MiB of float32, from where
 # glibc maps fresh pages for every allocation.
@@ -74,12 +68,25 @@ def separately_rounded(step):
     (no fused multiply-add, no rewriting ``(a/b)/c`` as ``a/(b*c)``).
     """
 
+    zeros: dict = {}  # one zero per integer width, made where the hook is made (one graph)
+
     def rounded(value):
         bits = _BITS[value.dtype.size]
-        zero = tf.cast(step < 0, bits)
+        if bits not in zeros:
+            zeros[bits] = tf.cast(step < 0, bits)
+        zero = zeros[bits]
         return tf.bitcast(tf.bitwise.bitwise_or(tf.bitcast(value, bits), zero), value.dtype)
 
     return rounded
+
+
+def _unfused(value):
+    return value
+
+
+def rounding_for_kernels(step):
+    """``separately_rounded`` where XLA compiles the graph being built; TF's kernels round every result anyway."""
+    return separately_rounded(step) if xla_context.inside_xla() else _unfused
 
 
 def local_variable(variable, device: str):
@@ -95,40 +102,23 @@ def local_variable(variable, device: str):
     return variable
 
 
-def batches(variables, options: Sequence) -> list[tuple[str, list[int]]]:
-    """How to update ``variables`` (with per-variable hashable ``options``):
-    ``("in_place", indices)`` for a large variable alone or up to
-    ``GROUP_SIZE`` small ones of one shape, ``("packed", indices)`` for small
-    ones whose shape no other shares (and that share dtype and options)."""
-    large, same_shape = [], collections.defaultdict(list)
-    for index, (variable, option) in enumerate(zip(variables, options)):
-        key = (tf.as_dtype(variable.dtype), variable.device, option)
-        if variable.shape.num_elements() >= SMALL_ELEMENTS:
-            large.append(("in_place", [index]))
-        else:
-            same_shape[(tuple(variable.shape), *key)].append(index)
-    grouped, lone = [], collections.defaultdict(list)
-    for (shape, *key), indices in same_shape.items():
-        if len(indices) == 1:
-            lone[tuple(key)].append(indices[0])
-        else:
-            grouped += [("in_place", indices[i : i + GROUP_SIZE]) for i in range(0, len(indices), GROUP_SIZE)]
-    packed = [("packed" if len(indices) > 1 else "in_place", indices) for indices in lone.values()]
-    return large + grouped + packed
-
-
 def _pack(tensors):
+    if len(tensors) == 1:
+        return tf.convert_to_tensor(tensors[0])
     return tf.concat([tf.reshape(tensor, [-1]) for tensor in tensors], axis=0)
 
 
 def _assign_unpacked(variables, packed):
+    if len(variables) == 1:
+        variables[0].assign(packed)
+        return
     pieces = tf.split(packed, [variable.shape.num_elements() for variable in variables])
     for variable, piece in zip(variables, pieces):
         variable.assign(tf.reshape(piece, variable.shape))
 
 
 class FusedUpdates:
-    """Compiled in-place updates for one optimizer's hyper-parameters.
+    """The fast path's updates for one optimizer's hyper-parameters.
 
     Every method takes lists: variables, their slots ``ms``, ``vs`` and
     their gradients (already cast to the variable's dtype), with the
@@ -144,17 +134,24 @@ class FusedUpdates:
         self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
         compiled = lambda body: tf.function(body, jit_compile=True, autograph=False)  # noqa: E731
         self._adam_in_place = compiled(self._adam_in_place_body)
-        self._adam_packed = compiled(self._adam_math)
         self._lamb_unadapted_in_place = compiled(self._lamb_unadapted_in_place_body)
-        self._lamb_unadapted_packed = compiled(self._lamb_unadapted_math)
         self._lamb_moments_in_place = compiled(self._lamb_moments_in_place_body)
-        self._lamb_moments_packed = compiled(self._lamb_moments_math)
         self._lamb_squares_into = compiled(self._lamb_squares_into_body)
         self._lamb_moments_into = compiled(self._lamb_moments_into_body)
         self._lamb_apply_in_place = compiled(self._lamb_apply_in_place_body)
-        self._lamb_apply_packed = compiled(self._lamb_apply_math)
+        # Variables only (see the module docstring).
         self._scratch: dict = {}
-        self._last_norm: dict = {}
+
+    def compiled_functions(self) -> list:
+        """The ``tf.function`` objects XLA compiles (their tracing counts tell which routes ran)."""
+        return [
+            self._adam_in_place,
+            self._lamb_unadapted_in_place,
+            self._lamb_moments_in_place,
+            self._lamb_squares_into,
+            self._lamb_moments_into,
+            self._lamb_apply_in_place,
+        ]
 
     def reserve_norm_scratch(self, variables) -> None:
         """Creates the buffers LAMB's squares are written to, one per dtype.
@@ -171,7 +168,7 @@ class FusedUpdates:
         sizes: dict = {}
         for variable in variables:
             dtype, size = tf.as_dtype(variable.dtype), variable.shape.num_elements()
-            if size >= SCRATCH_MIN_ELEMENTS:
+            if size >= SCRATCH_MIN_ELEMENTS and size >= update_plan.SMALL_ELEMENTS:
                 sizes[dtype] = max(size, sizes.get(dtype, 0))
         with tf.init_scope():
             for dtype, size in sizes.items():
@@ -181,14 +178,20 @@ class FusedUpdates:
     def adam_weight_decay(self, variables, ms, vs, grads, learning_rate, step, weight_decay_rates: Sequence[float]):
         """AdamWeightDecay on each variable and its slots, in place."""
         ms, vs = _local_slots(variables, ms, vs)
-        for kind, batch in batches(variables, weight_decay_rates):
-            selected = _select(batch, variables, ms, vs, grads)
-            rate = weight_decay_rates[batch[0]]
-            if kind == "in_place":
+        for batch in update_plan.plan(variables, weight_decay_rates, pack=not xla_context.inside_xla()):
+            selected = _select(batch.indices, variables, ms, vs, grads)
+            rate = weight_decay_rates[batch.indices[0]]
+            if batch.route == "compiled":
                 self._adam_in_place(*selected, learning_rate, step, rate)
             else:
-                new = self._adam_packed(*map(_pack, _weight_grad_m_v(*selected)), learning_rate, step, rate)
-                for targets, packed in zip(selected, new):
+                weights, targets_m, targets_v, gradients = selected
+                new = self._adam_math(
+                    *map(_pack, (weights, gradients, targets_m, targets_v)),
+                    learning_rate,
+                    rate,
+                    rounding_for_kernels(step),
+                )
+                for targets, packed in zip((weights, targets_m, targets_v), new):
                     _assign_unpacked(targets, packed)
 
     def lamb(
@@ -208,22 +211,21 @@ class FusedUpdates:
         """LAMB on each variable and its slots, in place."""
         ms, vs = _local_slots(variables, ms, vs)
         bounds = (weight_norm_bounds, trust_ratio_bounds)
-        for kind, batch in batches(variables, list(zip(weight_decay_rates, layer_adaptations))):
-            selected = _select(batch, variables, ms, vs, grads)
-            options = (weight_decay_rates[batch[0]], bias_correction)
-            if not layer_adaptations[batch[0]]:
-                if kind == "in_place":
-                    self._lamb_unadapted_in_place(*selected, learning_rate, step, *options)
-                else:
-                    new = self._lamb_unadapted_packed(*map(_pack, _weight_grad_m_v(*selected)), learning_rate, step, *options)
-                    for targets, packed in zip(selected, new):
-                        _assign_unpacked(targets, packed)
-            elif kind == "in_place":
-                self._lamb_in_place(*selected, learning_rate, step, bounds, options)
+        last_sums: dict = {}  # per device, the last sum taken from its reused buffer in this call
+        options_per_variable = list(zip(weight_decay_rates, layer_adaptations))
+        packable = [not adapted for adapted in layer_adaptations]
+        for batch in update_plan.plan(variables, options_per_variable, packable, pack=not xla_context.inside_xla()):
+            selected = _select(batch.indices, variables, ms, vs, grads)
+            first = batch.indices[0]
+            options = (weight_decay_rates[first], bias_correction)
+            if batch.route != "compiled":
+                self._lamb_by_kernels(*selected, learning_rate, step, bounds, options, layer_adaptations[first])
+            elif not layer_adaptations[first]:
+                self._lamb_unadapted_in_place(*selected, learning_rate, step, *options)
             else:
-                self._lamb_packed(*selected, learning_rate, step, bounds, options)
+                self._lamb_in_place(*selected, learning_rate, step, bounds, options, last_sums)
 
-    def _lamb_in_place(self, variables, ms, vs, grads, learning_rate, step, bounds, options):
+    def _lamb_in_place(self, variables, ms, vs, grads, learning_rate, step, bounds, options, last_sums):
         variable, size = variables[0], variables[0].shape.num_elements()
         scratch = self._scratch.get(tf.as_dtype(variable.dtype))
         if (
@@ -234,49 +236,51 @@ class FusedUpdates:
             and not xla_context.inside_xla()  # where XLA sums the squares it makes without storing them
         ):
             # The data dependencies order the buffer's uses: each write waits
-            # for the sum of what the previous write put there.
+            # for the sum of what the previous write put there (a write while
+            # a read is pending would copy the buffer).
             scratch = local_variable(scratch, variable.device)
-            self._lamb_squares_into(variable, scratch, self._previous_norm(variable))
+            previous = last_sums.get(variable.device)
+            self._lamb_squares_into(variable, scratch, tf.zeros([], variable.dtype) if previous is None else previous)
             weight_norms = update_rules.norms_of_squares([scratch[:size]])
             self._lamb_moments_into(variable, ms[0], vs[0], grads[0], step, scratch, weight_norms, *options)
             update_norms = update_rules.norms_of_squares([scratch[:size]])
-            self._last_norm[variable.device] = update_norms
+            last_sums[variable.device] = update_norms
         else:
             squares = self._lamb_moments_in_place(variables, ms, vs, grads, step, *options)
             weight_norms, update_norms = (update_rules.norms_of_squares(of_kind) for of_kind in zip(*squares))
         ratios = update_rules.trust_ratio(weight_norms, update_norms, *bounds)
         self._lamb_apply_in_place(variables, ms, vs, learning_rate, ratios, step, *options)
 
-    def _lamb_packed(self, variables, ms, vs, grads, learning_rate, step, bounds, options):
-        weight, grad, m, v = map(_pack, _weight_grad_m_v(variables, ms, vs, grads))
-        new_m, new_v, weight_squares, update_squares = self._lamb_moments_packed(weight, grad, m, v, step, *options)
-        sizes = [variable.shape.num_elements() for variable in variables]
-        norms = [update_rules.norms_of_squares(tf.split(squares, sizes)) for squares in (weight_squares, update_squares)]
-        ratios = tf.repeat(update_rules.trust_ratio(*norms, *bounds), sizes)
-        new_weight = self._lamb_apply_packed(weight, new_m, new_v, learning_rate, ratios, step, *options)
+    def _lamb_by_kernels(self, variables, ms, vs, grads, learning_rate, step, bounds, options, adapted):
+        # Small variables, packed into one tensor (or one alone): TF's kernels, no compilation.
+        if adapted and len(variables) > 1:  # never packed: their norms are each variable's own sum
+            for one in zip(variables, ms, vs, grads):
+                self._lamb_by_kernels(*([x] for x in one), learning_rate, step, bounds, options, adapted)
+            return
+        weight, grad, m, v = map(_pack, (variables, grads, ms, vs))
+        rounded = rounding_for_kernels(step)
+        arguments = self._lamb_arguments(*options, rounded)
+        update, new_m, new_v = update_rules.lamb_direction(weight, grad, m, v, step, **arguments)
+        ratio = None
+        if adapted:  # as the reference path: the norms of the variable, in its own shape
+            ratio = update_rules.trust_ratio(update_rules.l2_norm(weight), update_rules.l2_norm(update), *bounds)
+        new_weight = update_rules.lamb_apply(weight, update, tf.cast(learning_rate, weight.dtype), ratio, rounded)
         for targets, packed in zip((variables, ms, vs), (new_weight, new_m, new_v)):
             _assign_unpacked(targets, packed)
 
-    def _previous_norm(self, variable):
-        # The last norm summed from this device's buffer, if it belongs to the graph being built.
-        previous = self._last_norm.get(variable.device)
-        if previous is None or tf.executing_eagerly() or previous.graph is not tf.compat.v1.get_default_graph():
-            return tf.zeros([], variable.dtype)
-        return previous
-
     # The math, on tensors.
 
-    def _lamb_arguments(self, step, weight_decay_rate, bias_correction):
+    def _lamb_arguments(self, weight_decay_rate, bias_correction, rounded):
         return dict(
             beta_1=self.beta_1,
             beta_2=self.beta_2,
             epsilon=self.epsilon,
             weight_decay_rate=weight_decay_rate,
             bias_correction=bias_correction,
-            rounded=separately_rounded(step),
+            rounded=rounded,
         )
 
-    def _adam_math(self, weight, grad, m, v, learning_rate, step, weight_decay_rate):
+    def _adam_math(self, weight, grad, m, v, learning_rate, weight_decay_rate, rounded):
         return update_rules.adam_weight_decay_update(
             weight,
             grad,
@@ -287,37 +291,40 @@ class FusedUpdates:
             beta_2=self.beta_2,
             epsilon=self.epsilon,
             weight_decay_rate=weight_decay_rate,
-            rounded=separately_rounded(step),
+            rounded=rounded,
         )
 
     def _lamb_unadapted_math(self, weight, grad, m, v, learning_rate, step, weight_decay_rate, bias_correction):
         # r = 1: one pass, as AdamWeightDecay.
-        arguments = self._lamb_arguments(step, weight_decay_rate, bias_correction)
+        rounded = separately_rounded(step)
+        arguments = self._lamb_arguments(weight_decay_rate, bias_correction, rounded)
         update, new_m, new_v = update_rules.lamb_direction(weight, grad, m, v, step, **arguments)
         step_size = tf.cast(learning_rate, weight.dtype)
-        return update_rules.lamb_apply(weight, update, step_size, None, arguments["rounded"]), new_m, new_v
+        return update_rules.lamb_apply(weight, update, step_size, None, rounded), new_m, new_v
 
     def _lamb_moments_math(self, weight, grad, m, v, step, weight_decay_rate, bias_correction):
         # First pass: the new moments, and w^2 and u^2 for TF to sum.
-        arguments = self._lamb_arguments(step, weight_decay_rate, bias_correction)
+        arguments = self._lamb_arguments(weight_decay_rate, bias_correction, separately_rounded(step))
         update, new_m, new_v = update_rules.lamb_direction(weight, grad, m, v, step, **arguments)
         return new_m, new_v, tf.square(weight), tf.square(update)
 
     def _lamb_apply_math(self, weight, m, v, learning_rate, ratio, step, weight_decay_rate, bias_correction):
         # Second pass: u again from the new moments (the same operations give
         # the same bits), then w - (lr*r)*u.
-        arguments = self._lamb_arguments(step, weight_decay_rate, bias_correction)
+        rounded = separately_rounded(step)
+        arguments = self._lamb_arguments(weight_decay_rate, bias_correction, rounded)
         update = update_rules.lamb_direction_from_moments(weight, m, v, step, **arguments)
         step_size = tf.cast(learning_rate, weight.dtype)
-        return update_rules.lamb_apply(weight, update, step_size, ratio, arguments["rounded"])
+        return update_rules.lamb_apply(weight, update, step_size, ratio, rounded)
 
-    # The in-place bodies, on lists of variables. Each returns nothing it
+    # The compiled bodies, on lists of variables. Each returns nothing it
     # assigns: a returned variable value would keep XLA from updating that
     # variable in place.
 
     def _adam_in_place_body(self, variables, ms, vs, grads, learning_rate, step, weight_decay_rate):
         for variable, m, v, grad in zip(variables, ms, vs, grads):
-            new = self._adam_math(*_read(variable, grad, m, v), learning_rate, step, weight_decay_rate)
+            weight, _, m_value, v_value = _read(variable, grad, m, v)
+            new = self._adam_math(weight, grad, m_value, v_value, learning_rate, weight_decay_rate, separately_rounded(step))
             for target, value in zip((variable, m, v), new):
                 target.assign(value)
 
@@ -358,10 +365,6 @@ def _read(variable, grad, m, v):
     return variable.read_value(), grad, m.read_value(), v.read_value()
 
 
-def _weight_grad_m_v(variables, ms, vs, grads):
-    return variables, grads, ms, vs
-
-
 def _local_slots(variables, ms, vs):
     return (
         [local_variable(m, variable.device) for m, variable in zip(ms, variables)],
@@ -369,5 +372,5 @@ def _local_slots(variables, ms, vs):
     )
 
 
-def _select(batch, *lists):
-    return tuple([items[i] for i in batch] for items in lists)
+def _select(indices, *lists):
+    return tuple([items[i] for i in indices] for items in lists)

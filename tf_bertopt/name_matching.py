@@ -1,20 +1,38 @@
 """Which variables get weight decay and LAMB's layer adaptation, decided by name.
 
-Patterns are regular expressions matched with ``re.search`` against a
-variable's full name: Keras 3 ``variable.path``
+Patterns are regular expressions matched as ``re.search`` does (anywhere in
+the name) against a variable's full name: Keras 3 ``variable.path``
 (``encoder/layer_0/LayerNorm/gamma``), or for tf-keras and plain
 ``tf.Variable`` the ``variable.name`` without its ``:0`` suffix. The decision
 is made once per variable when the optimizer is built, never inside the
 compiled step.
+
+Matching uses RE2 (the ``google-re2`` package), whose time grows linearly
+with the name whatever the pattern, so a pattern from a config file cannot
+hang the build (Python's ``re`` takes exponential time on ``(a+)+$`` against
+a long name). RE2 has Python's syntax but for what needs backtracking:
+backreferences (``\1``, ``(?P=name)``) and lookarounds (``(?=...)``,
+``(?!...)``, ``(?<=...)``, ``(?<!...)``) are refused with a ``ValueError``
+when the optimizer is made, as are ``\Z`` (write ``$``) and patterns that
+compile to more than RE2's memory budget. ``\d``, ``\w`` and ``\b`` are
+ASCII-only in RE2.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from typing import Iterable, Sequence
 
+import re2
+
 _OUTPUT_SUFFIX = re.compile(r":\d+$")
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # the ValueError says it; RE2 would also print to stderr
+_RE2_IGNORING_CASE = re2.Options()
+_RE2_IGNORING_CASE.log_errors = False
+_RE2_IGNORING_CASE.case_sensitive = False
 
 
 
@@ -50,16 +68,26 @@ def compile_patterns(owner: str, argument: str, patterns) -> tuple[str, ...]:
                 f"received {pattern!r} in {argument}={patterns!r}."
             )
         try:
-            re.compile(pattern)
-        except re.error as error:
+            compiled(pattern)
+        except re2.error as error:
+            reason = error.args[0] if error.args else error
+            reason = reason.decode(errors="replace") if isinstance(reason, bytes) else reason
             raise ValueError(
-                f"{owner}: `{argument}` holds an invalid regular expression {pattern!r}: {error}."
+                f"{owner}: `{argument}` holds an invalid regular expression {pattern!r}: {reason}. "
+                "Patterns are matched with RE2 (linear time): backreferences, lookarounds and \\Z are not supported."
             ) from None
     return tuple(patterns)
 
 
+@functools.lru_cache(maxsize=1024)
+def compiled(pattern: str, ignore_case: bool = False):
+    """``pattern`` compiled by RE2 (raises ``re2.error`` if RE2 refuses it)."""
+    return re2.compile(pattern, _RE2_IGNORING_CASE if ignore_case else _RE2_OPTIONS)
+
+
 def matches_any(name: str, patterns: Iterable[str]) -> bool:
-    return any(re.search(pattern, name) is not None for pattern in patterns)
+    """Whether any of ``patterns`` matches somewhere in ``name`` (as ``re.search``)."""
+    return any(compiled(pattern).search(name) is not None for pattern in patterns)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +110,6 @@ class NameRules:
     def unmatched(self, names: Sequence[str]) -> dict[str, list[str]]:
         """For each list, the patterns that match none of ``names``."""
         return {
-            field.name: [p for p in getattr(self, field.name) if not any(re.search(p, n) for n in names)]
+            field.name: [p for p in getattr(self, field.name) if not any(matches_any(n, [p]) for n in names)]
             for field in dataclasses.fields(self)
         }

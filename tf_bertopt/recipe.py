@@ -22,7 +22,8 @@ _DOC = """Returns the optimizer of TF1 BERT's ``create_optimizer``.
         num_warmup_steps: linear-warmup updates (>= 0).
         optimizer_type: ``"adamw"`` (BERT's AdamWeightDecay) or ``"lamb"``.
         end_lr, power, cycle, decay_start, warmup_power,
-            warmup_initial_learning_rate: passed to ``WarmupPolynomialDecay``.
+            warmup_initial_learning_rate, warmup_style: passed to
+            ``WarmupPolynomialDecay``.
         weight_decay_rate, beta_1, beta_2, epsilon, exclude_from_weight_decay,
             include_in_weight_decay: passed to the optimizer.
         global_clipnorm: clip norm of the gradients (None disables clipping).
@@ -47,6 +48,7 @@ def make_create_optimizer(adam_weight_decay: type, lamb: type, schedule: type) -
         decay_start: str = "step_0",
         warmup_power: float = 1.0,
         warmup_initial_learning_rate: float = 0.0,
+        warmup_style: str = "bert",
         weight_decay_rate: float = 0.01,
         beta_1: float = 0.9,
         beta_2: float = 0.999,
@@ -78,6 +80,7 @@ def make_create_optimizer(adam_weight_decay: type, lamb: type, schedule: type) -
             decay_start=decay_start,
             warmup_power=warmup_power,
             warmup_initial_learning_rate=warmup_initial_learning_rate,
+            warmup_style=warmup_style,
         )
         optimizer_class = adam_weight_decay if optimizer_type == "adamw" else lamb
         return optimizer_class(

@@ -11,9 +11,21 @@ With ``cycle=True``, ``T`` is replaced by ``T * ceil(t/T)`` (``T`` itself at
 * ``decay_start="warmup_end"`` (Hugging Face ``create_optimizer``): the decay
   begins at the end of warmup and runs over ``T - W`` steps, so
   ``lr(W) = init`` and ``lr(T) = end``.
-* ``warmup_power=p`` (TF Model Garden ``WarmUp``): ``init * (t/W)^p``.
-* ``warmup_initial_learning_rate=s`` (Model Garden ``LinearWarmup``): warmup
-  ramps from ``s`` instead of 0: ``s + (init - s) * (t/W)^p``.
+* ``warmup_power=p``: warmup follows ``init * (t/W)^p``.
+* ``warmup_initial_learning_rate=s``: warmup ramps from ``s`` instead of 0:
+  ``s + (init - s) * (t/W)^p``.
+
+These warmups ramp to ``init``. TF Model Garden's warmups ramp to the
+decayed rate at the end of warmup, ``d = decay(W)`` (``init * (1 - W/T)`` with
+BERT's linear decay), and are options of their own, ``warmup_style``:
+
+* ``"model_garden_linear"`` (``LinearWarmup``): ``s + (t/W) * (d - s)``.
+* ``"model_garden_polynomial"`` (``PolynomialWarmUp``):
+  ``d * (max(t, 1)/W)^p``, so not 0 at step 0.
+
+Model Garden computes ``d`` once, eagerly, by Keras's ``PolynomialDecay``
+(``W/T`` divided, not folded), and the rest inside the training step's graph,
+folded as below; so do we.
 
 The arithmetic is that of TF1's ``polynomial_decay`` and BERT's warmup, in
 float32, *as TF1 actually ran it*: Grappler's constant folding rewrites
@@ -32,6 +44,7 @@ import tensorflow as tf
 from tf_bertopt import validation
 
 DECAY_STARTS = ("step_0", "warmup_end")
+WARMUP_STYLES = ("bert", "model_garden_linear", "model_garden_polynomial")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +61,7 @@ class WarmupPolynomialDecaySpec:
     warmup_power: float = 1.0
     warmup_initial_learning_rate: float = 0.0
     name: str | None = None
+    warmup_style: str = "bert"
 
     def __post_init__(self) -> None:
         owner = "WarmupPolynomialDecay"
@@ -63,6 +77,20 @@ class WarmupPolynomialDecaySpec:
             validation.non_negative(owner, "warmup_initial_learning_rate", self.warmup_initial_learning_rate),
         )
         validation.one_of(owner, "decay_start", self.decay_start, DECAY_STARTS)
+        validation.one_of(owner, "warmup_style", self.warmup_style, WARMUP_STYLES)
+        if self.warmup_style == "model_garden_linear" and self.warmup_power != 1.0:
+            raise ValueError(
+                f"{owner}: warmup_style='model_garden_linear' (Model Garden's LinearWarmup) is linear, so "
+                f"`warmup_power` must be 1.0; received warmup_power={self.warmup_power!r}. Use "
+                "warmup_style='model_garden_polynomial' for a power."
+            )
+        if self.warmup_style == "model_garden_polynomial" and self.warmup_initial_learning_rate:
+            raise ValueError(
+                f"{owner}: warmup_style='model_garden_polynomial' (Model Garden's PolynomialWarmUp) starts "
+                "from 0, so `warmup_initial_learning_rate` must be 0.0; received "
+                f"warmup_initial_learning_rate={self.warmup_initial_learning_rate!r}. Use "
+                "warmup_style='model_garden_linear' for a start rate."
+            )
         if not isinstance(self.cycle, bool):
             raise ValueError(f"{owner}: `cycle` must be True or False; received cycle={self.cycle!r}.")
         if self.decay_start == "warmup_end" and self.decay_steps <= self.warmup_steps:
@@ -83,7 +111,11 @@ class WarmupPolynomialDecaySpec:
             decayed = self._decay(initial, step)
             if not self.warmup_steps:
                 return decayed
-            return tf.where(tf.cast(step, tf.int64) < self.warmup_steps, self._warmup(initial, step), decayed)
+            if self.warmup_style == "bert":
+                warmup = self._warmup(initial, step)
+            else:
+                warmup = self._model_garden_warmup(step)
+            return tf.where(tf.cast(step, tf.int64) < self.warmup_steps, warmup, decayed)
 
     def _decay(self, initial, step):
         # TF1's polynomial_decay, operation by operation.
@@ -112,6 +144,33 @@ class WarmupPolynomialDecaySpec:
             return t * (initial * _reciprocal(self.warmup_steps))
         done = _folded_pow(t * _reciprocal(self.warmup_steps), self.warmup_power)
         return start + (self.initial_learning_rate - start) * done
+
+
+    def _model_garden_warmup(self, step):
+        # Model Garden's t / W, folded by Grappler into t * (1/W), as for BERT's warmup.
+        t = tf.cast(step, tf.float32)
+        target = self._decayed_at_warmup_end()
+        if self.warmup_style == "model_garden_linear":
+            start = tf.constant(self.warmup_initial_learning_rate, tf.float32)
+            return start + (t * _reciprocal(self.warmup_steps)) * (target - start)
+        done = tf.maximum(t, 1.0) * _reciprocal(self.warmup_steps)
+        return target * _folded_pow(done, self.warmup_power)
+
+    def _decayed_at_warmup_end(self) -> tf.Tensor:
+        """``decay(W)`` as Keras's ``PolynomialDecay`` computes it eagerly:
+        Model Garden evaluates it once, when the warmup schedule is made."""
+        with tf.init_scope():
+            t, horizon = float(self.warmup_steps), float(self.decay_steps)
+            if self.decay_start == "warmup_end":
+                t, horizon = 0.0, float(self.decay_steps - self.warmup_steps)
+            initial = tf.constant(self.initial_learning_rate, tf.float32)
+            end = tf.constant(self.end_learning_rate, tf.float32)
+            t, horizon = tf.constant(t, tf.float32), tf.constant(horizon, tf.float32)
+            if self.cycle:
+                horizon = horizon * tf.where(tf.equal(t, 0.0), 1.0, tf.math.ceil(t / horizon))
+            else:
+                t = tf.minimum(t, horizon)
+            return (initial - end) * tf.pow(1 - t / horizon, tf.constant(self.power, tf.float32)) + end
 
 
 def _reciprocal(count: int) -> tf.Tensor:

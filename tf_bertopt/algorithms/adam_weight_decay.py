@@ -20,7 +20,8 @@ class AdamWeightDecayMixin:
 
     Unlike Keras's ``AdamW`` there is no bias correction, epsilon is added
     outside the square root, and the decay is folded into the update. Float32
-    results are bit-identical to TF1's ``AdamWeightDecayOptimizer``.
+    results are bit-identical to TF1's ``AdamWeightDecayOptimizer`` (outside
+    a ``jit_compile=True`` step, see ``fused``).
 
     References: Devlin et al., 2019, "BERT" (https://arxiv.org/abs/1810.04805);
     Loshchilov & Hutter, 2019, "Decoupled Weight Decay Regularization"
@@ -29,7 +30,8 @@ class AdamWeightDecayMixin:
     Args:
         learning_rate: float >= 0, a ``LearningRateSchedule`` (such as
             ``tf_bertopt.WarmupPolynomialDecay``, evaluated at the number of
-            updates done so far) or a callable with no arguments.
+            updates done so far) or a callable with no arguments. A
+            scalar tensor or variable is read once, as the number it holds.
         weight_decay_rate: decay rate ``wd`` >= 0. Defaults to 0.0.
         beta_1: decay of the first-moment average, in [0, 1). Defaults to 0.9.
         beta_2: decay of the second-moment average, in [0, 1). Defaults to 0.999.
@@ -40,13 +42,20 @@ class AdamWeightDecayMixin:
             ``["LayerNorm", "layer_norm", "bias"]``.
         include_in_weight_decay: regular expressions that force decay on,
             winning over ``exclude_from_weight_decay``.
-        fused: update each variable and its slots in place with one
-            XLA-compiled pass (small variables several per call) instead
-            of TensorFlow's operations one by one: several times faster in
-            a ``tf.function`` (see the README's performance section). The
-            numbers stay bit-identical to TF1: the compiled code keeps TF's
-            rounding (see ``tf_bertopt.fused_updates``). Needs XLA, as
-            every TensorFlow build for CPU or GPU has. Defaults to False.
+        fused: True (default) for the fast path: each large variable and
+            its slots updated in place by one XLA-compiled pass, small
+            variables several at a time with TensorFlow's own kernels (see
+            ``tf_bertopt.update_plan``). False for the reference path:
+            TensorFlow's operations one by one, each variable on its own, as
+            the TF1 graph ran them. Both give the same bits (float32 results
+            identical to TF1); the reference path is several times slower on
+            large variables and allocates several variable-sized temporaries
+            per step. Both hold outside a ``jit_compile=True`` step; inside
+            one XLA also compiles what surrounds the update (clipping,
+            schedule), so neither path is bit-identical to TF1 there and the
+            two differ by a few 1e-7 of a tensor's largest value. Where a context cannot take the fast path (the shards
+            of a ``ShardedVariable`` under LAMB), the optimizer uses the
+            reference path there and logs it once.
         layerwise_lr_decay: float > 0 or None (default). With ``layer_depths``,
             multiplies each variable's learning rate by
             ``layerwise_lr_decay ** (max_depth - depth)`` (ELECTRA's layer-wise
@@ -71,7 +80,7 @@ class AdamWeightDecayMixin:
         epsilon: float = 1e-6,
         exclude_from_weight_decay: Sequence[str] | None = None,
         include_in_weight_decay: Sequence[str] | None = None,
-        fused: bool = False,
+        fused: bool = True,
         layerwise_lr_decay: float | None = None,
         layer_depths=None,
         name: str = "AdamWeightDecay",

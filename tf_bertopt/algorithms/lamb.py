@@ -17,7 +17,8 @@ class LambMixin:
         r  = r1/r2 if r1 > 0 and r2 > 0 else 1.0    # r = 1 if w is not adapted
         w <- w - (lr*r)*u
 
-    Float32 results are bit-identical to the TF1 ``LAMBOptimizer``. A variable
+    Float32 results are bit-identical to the TF1 ``LAMBOptimizer`` (outside a
+    ``jit_compile=True`` step, see ``fused``). A variable
     split into shards (a ``ShardedVariable`` of ``ParameterServerStrategy``
     with a ``variable_partitioner``, tf-keras) is one variable: its norms are
     taken over all its shards.
@@ -27,7 +28,8 @@ class LambMixin:
 
     Args:
         learning_rate: float >= 0, a ``LearningRateSchedule`` (evaluated at the
-            number of updates done so far) or a callable with no arguments.
+            number of updates done so far) or a callable with no arguments. A
+            scalar tensor or variable is read once, as the number it holds.
         weight_decay_rate: decay rate >= 0. Defaults to 0.01 (not 0.0 as in
             AdamWeightDecay), as the TF1 LAMBOptimizer.
         beta_1: decay of the first-moment average, in [0, 1). Defaults to 0.9.
@@ -49,13 +51,20 @@ class LambMixin:
             Either side may be None. Defaults to None (``phi(z) = z``).
         trust_ratio_bounds: ``(lower, upper)`` clamp of the final ratio ``r``,
             as NVIDIA's and DeepSpeed's LAMB offer. Defaults to None.
-        fused: update each variable and its slots in place with one
-            XLA-compiled pass (small variables several per call) instead
-            of TensorFlow's operations one by one: several times faster in
-            a ``tf.function`` (see the README's performance section). The
-            numbers stay bit-identical to TF1: the compiled code keeps TF's
-            rounding (see ``tf_bertopt.fused_updates``). Needs XLA, as
-            every TensorFlow build for CPU or GPU has. Defaults to False.
+        fused: True (default) for the fast path: each large variable and
+            its slots updated in place by one XLA-compiled pass, small
+            variables several at a time with TensorFlow's own kernels (see
+            ``tf_bertopt.update_plan``). False for the reference path:
+            TensorFlow's operations one by one, each variable on its own, as
+            the TF1 graph ran them. Both give the same bits (float32 results
+            identical to TF1); the reference path is several times slower on
+            large variables and allocates several variable-sized temporaries
+            per step. Both hold outside a ``jit_compile=True`` step; inside
+            one XLA also compiles what surrounds the update (clipping,
+            schedule), so neither path is bit-identical to TF1 there and the
+            two differ by a few 1e-7 of a tensor's largest value. Where a context cannot take the fast path (the shards
+            of a ``ShardedVariable`` under LAMB), the optimizer uses the
+            reference path there and logs it once.
         layerwise_lr_decay: float > 0 or None (default). With ``layer_depths``,
             multiplies each variable's learning rate by
             ``layerwise_lr_decay ** (max_depth - depth)`` (ELECTRA's layer-wise
@@ -84,7 +93,7 @@ class LambMixin:
         bias_correction: bool = False,
         weight_norm_bounds: tuple[float | None, float | None] | None = None,
         trust_ratio_bounds: tuple[float | None, float | None] | None = None,
-        fused: bool = False,
+        fused: bool = True,
         layerwise_lr_decay: float | None = None,
         layer_depths=None,
         name: str = "LAMB",

@@ -25,13 +25,21 @@ class WarmupPolynomialDecayMixin:
         power: > 0, the polynomial's power. Defaults to 1.0 (linear).
         cycle: restart the decay every ``T`` steps (``T`` becomes
             ``T*ceil(t/T)``). Defaults to False.
-        decay_start: ``"step_0"`` (BERT, TF Model Garden) or ``"warmup_end"``
-            (Hugging Face: decay from ``W`` to ``T`` over ``T - W`` steps).
-        warmup_power: warmup follows ``(t/W)^warmup_power`` (Model Garden's
-            ``WarmUp`` power). Defaults to 1.0.
-        warmup_initial_learning_rate: warmup starts here instead of 0 (Model
-            Garden's ``LinearWarmup``). Defaults to 0.0.
+        decay_start: ``"step_0"`` (BERT) or ``"warmup_end"`` (Hugging Face:
+            decay from ``W`` to ``T`` over ``T - W`` steps).
+        warmup_power: warmup follows ``init * (t/W)^warmup_power``.
+            Defaults to 1.0.
+        warmup_initial_learning_rate: ``s``, where warmup starts instead of
+            0: ``s + (init - s) * (t/W)^warmup_power``. Defaults to 0.0.
         name: optional name scope.
+        warmup_style: ``"bert"`` (warmup ramps to ``init``, as above), or TF
+            Model Garden's warmups, which ramp to the decayed rate at the
+            end of warmup, ``d = decay(W)``: ``"model_garden_linear"``
+            (``LinearWarmup``: ``s + (t/W) * (d - s)``, with ``s`` the
+            ``warmup_initial_learning_rate``) or ``"model_garden_polynomial"``
+            (``PolynomialWarmUp``: ``d * (max(t, 1)/W)^warmup_power``).
+            Their float32 values equal Model Garden's in a ``tf.function``
+            (how a training step runs it). Defaults to ``"bert"``.
     """
 
     def __init__(
@@ -46,6 +54,7 @@ class WarmupPolynomialDecayMixin:
         warmup_power: float = 1.0,
         warmup_initial_learning_rate: float = 0.0,
         name: str | None = None,
+        warmup_style: str = "bert",
     ):
         super().__init__()
         self.spec = WarmupPolynomialDecaySpec(
@@ -59,10 +68,24 @@ class WarmupPolynomialDecayMixin:
             warmup_power,
             warmup_initial_learning_rate,
             name,
+            warmup_style,
         )
 
     def get_config(self):
         return self.spec.to_config()
+
+    @classmethod
+    def from_config(cls, config):
+        """The schedule of ``get_config``'s dict; unknown keys are refused, not ignored."""
+        if not isinstance(config, dict):
+            raise ValueError(f"{cls.__name__}: a config must be a dict; received {config!r}.")
+        unknown = sorted(set(config) - set(WarmupPolynomialDecaySpec.__dataclass_fields__))
+        if unknown:
+            raise ValueError(
+                f"{cls.__name__}: unknown config key(s) {', '.join(map(repr, unknown))}; "
+                f"allowed: {', '.join(WarmupPolynomialDecaySpec.__dataclass_fields__)}."
+            )
+        return cls(**config)
 
     def __call__(self, step):
         return self.spec(step)

@@ -7,8 +7,8 @@ written, so one more read of ``w, m, v`` and a write of ``w``). The floor is
 those bytes over the memory bandwidth, which this module measures in the same
 process, round by round, with streaming copies and a triad.
 
-Every candidate (our optimizers op by op and ``fused=True``, Keras's ``AdamW``
-and ``Lamb``) is built on the *same* variables and gradients, and timed
+Every candidate (our optimizers as every user gets them, their reference
+path ``fused=False``, Keras's ``AdamW`` and ``Lamb``) is built on the *same* variables and gradients, and timed
 calling ``apply_gradients`` in a ``tf.function`` and in a
 ``tf.function(jit_compile=True)``, interleaved round by round; the table gives
 the median, min and max of the per-round times, the ratio to Keras's
@@ -45,18 +45,23 @@ import os
 import platform
 import statistics
 import time
+import warnings
 from typing import Callable, Sequence
 
 import numpy as np
 
 from tf_bertopt.cli import compiled_traffic
+from tf_bertopt.cli.arguments import UsageError
 
 BYTES_PER_PARAMETER = {"adamw": 28, "lamb": 40}
-CANDIDATES = ("adamw", "adamw-fused", "keras-adamw", "lamb", "lamb-fused", "keras-lamb")
-MODES = ("function", "jit")
+CANDIDATES = ("adamw", "adamw-reference", "keras-adamw", "lamb", "lamb-reference", "keras-lamb")
+MODES = ("function", "jit", "mirrored")
+DEFAULT_MODES = ("function", "jit")
+# The mirrored mode's replicas: logical CPU devices made before TensorFlow starts (or the GPUs).
+MIRRORED_REPLICAS = 2
 LEARNING_RATE = 1e-4
 WEIGHT_DECAY_RATE = 0.01
-EXCLUSIONS = ["LayerNorm", "bias"]  # BERT's list, less the pattern no name here matches
+EXCLUSIONS = ["LayerNorm", "layer_norm", "bias"]  # BERT's list (keras-hub names its LayerNorms layer_norm)
 
 
 # --------------------------------------------------------------------------- variable sets
@@ -104,16 +109,31 @@ def tiny_shapes(count: int):
     return [(f"block_{i // len(block)}/{block[i % len(block)][0]}", block[i % len(block)][1]) for i in range(count)]
 
 
+def keras_hub_bert_shapes(**config):
+    """``(path, shape)`` of the trainable variables of a ``keras_hub.models.BertBackbone`` built from ``config``."""
+    import keras_hub
+
+    backbone = keras_hub.models.BertBackbone(**config)
+    shapes = [(variable.path, tuple(variable.shape)) for variable in backbone.trainable_variables]
+    del backbone
+    return shapes
+
+
+TINY_BERT = dict(vocabulary_size=1000, num_layers=2, num_heads=2, hidden_dim=64, intermediate_dim=128, max_sequence_length=128)
+
 VARIABLE_SETS: dict[str, Callable[[], list]] = {
     "bert-base": lambda: bert_shapes(768, 12, 3072),
     "bert-large": lambda: bert_shapes(1024, 24, 4096),
     "tiny-2000": lambda: tiny_shapes(2000),
+    "tiny-bert": lambda: keras_hub_bert_shapes(**TINY_BERT),
     "quick": lambda: bert_shapes(16, 1, 32, vocab=64, positions=16) + tiny_shapes(16),
 }
 SET_NOTES = {
     "bert-base": "BERT-base encoder and pooler (width 768, 12 layers, 30522-token vocabulary)",
     "bert-large": "BERT-large encoder and pooler (width 1024, 24 layers, 30522-token vocabulary)",
     "tiny-2000": "2000 small variables of 8 to 1024 parameters (8 shapes)",
+    "tiny-bert": "keras_hub.models.BertBackbone(vocabulary_size=1000, num_layers=2, num_heads=2, hidden_dim=64, "
+    "intermediate_dim=128, max_sequence_length=128), built from its config",
     "quick": "a 1-layer BERT of width 16 and 16 tiny variables (a smoke test, not a measurement)",
 }
 
@@ -252,7 +272,7 @@ def make_optimizer(candidate: str):
         learning_rate=LEARNING_RATE,
         weight_decay_rate=WEIGHT_DECAY_RATE,
         exclude_from_weight_decay=EXCLUSIONS,
-        fused=candidate.endswith("-fused"),
+        fused=not candidate.endswith("-reference"),
     )
     if candidate.startswith("adamw"):
         return keras3.AdamWeightDecay(**ours)
@@ -342,21 +362,29 @@ def run_set(
     parameters = sum(int(np.prod(shape)) for _, shape in shapes)
     needed, available = memory_needed(shapes, candidates), available_memory()
     if available is not None and needed > 0.9 * available:
-        raise ValueError(
+        raise UsageError(
             f"the {set_name} set with {len(candidates)} candidates needs about {needed / 2**30:.1f} GiB "
             f"(variables, gradients and two slots per candidate) but only {available / 2**30:.1f} GiB is "
             "available; pass fewer --candidates"
         )
     printer(f"\n{set_name}: {SET_NOTES[set_name]} ({len(shapes)} variables, {parameters / 1e6:.1f}M parameters)")
-    variables, gradients = make_variables(shapes)
     entries = []
-    for candidate in candidates:
-        optimizer = make_optimizer(candidate)
-        optimizer.build(variables)
-
-        for mode in modes:
-            step = tf_function(applying(optimizer, gradients, variables), jit_compile=mode == "jit")
-            entries.append(Entry(candidate, mode, step))
+    single_modes = [mode for mode in modes if mode != "mirrored"]
+    if single_modes:
+        variables, gradients = make_variables(shapes)
+        for candidate in candidates:
+            optimizer = built_optimizer(candidate, variables)
+            for mode in single_modes:
+                step = tf_function(applying(optimizer, gradients, variables), jit_compile=mode == "jit")
+                entries.append(Entry(candidate, mode, step))
+    if "mirrored" in modes:
+        strategy = mirrored_strategy()
+        with strategy.scope():
+            variables, gradients = make_variables(shapes)
+            optimizers = {candidate: built_optimizer(candidate, variables) for candidate in candidates}
+        for candidate, optimizer in optimizers.items():
+            apply = applying(optimizer, gradients, variables)
+            entries.append(Entry(candidate, "mirrored", tf_function(lambda apply=apply: strategy.run(apply), False)))
 
     for entry in entries:
         entry.first_call_s = _timed(entry.step)
@@ -374,6 +402,32 @@ def run_set(
     for entry in entries:
         entry.peak_bytes = memory.measure(entry.step)
     return summarize(set_name, shapes, entries, bandwidth.summary(), memory.method)
+
+
+def built_optimizer(candidate: str, variables):
+    optimizer = make_optimizer(candidate)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # an exclusion that matches no name in this set
+        optimizer.build(variables)
+    return optimizer
+
+
+def make_logical_cpus() -> None:
+    """Splits the CPU into ``MIRRORED_REPLICAS`` logical devices; must run before TensorFlow starts."""
+    import tensorflow as tf
+
+    if not tf.config.list_physical_devices("GPU"):
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * MIRRORED_REPLICAS)
+
+
+def mirrored_strategy():
+    """``MirroredStrategy`` over the GPUs, or over the logical CPUs of ``make_logical_cpus``."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    devices = [device.name for device in (gpus or tf.config.list_logical_devices("CPU"))[:MIRRORED_REPLICAS]]
+    return tf.distribute.MirroredStrategy(devices)
 
 
 def applying(optimizer, gradients, variables) -> Callable[[], None]:
@@ -472,6 +526,8 @@ def machine() -> dict:
 def run(args: argparse.Namespace) -> int:
     import tf_bertopt
 
+    if "mirrored" in args.modes:
+        make_logical_cpus()
     sets = ["quick"] if args.quick else args.sets
     rounds = args.rounds if args.rounds is not None else (2 if args.quick else 7)
     min_seconds = 0.0 if args.quick else args.min_seconds
@@ -509,7 +565,7 @@ def command_line(args: argparse.Namespace) -> str:
         words += ["--rounds", str(args.rounds)]
     if list(args.candidates) != list(CANDIDATES):
         words += ["--candidates", ",".join(args.candidates)]
-    if list(args.modes) != list(MODES):
+    if list(args.modes) != list(DEFAULT_MODES):
         words += ["--modes", ",".join(args.modes)]
     return " ".join(["tf-bertopt", "bench", *words])
 
@@ -546,7 +602,7 @@ def add_command(subparsers) -> None:
         type=_choices(tuple(VARIABLE_SETS), "--sets"),
         default=["bert-base", "tiny-2000"],
         help="variable sets, comma-separated: bert-base, bert-large (needs ~19 GiB with every candidate), "
-        "tiny-2000, quick (default bert-base,tiny-2000)",
+        "tiny-2000, tiny-bert (a keras-hub BertBackbone of 143k parameters), quick (default bert-base,tiny-2000)",
     )
     parser.add_argument("--quick", action="store_true", help="a tiny set and 2 rounds: checks that it runs")
     parser.add_argument(
@@ -558,8 +614,9 @@ def add_command(subparsers) -> None:
     parser.add_argument(
         "--modes",
         type=_choices(MODES, "--modes"),
-        default=list(MODES),
-        help="function (tf.function), jit (tf.function(jit_compile=True)); default both",
+        default=list(DEFAULT_MODES),
+        help="function (tf.function), jit (tf.function(jit_compile=True)), mirrored (tf.function under "
+        f"MirroredStrategy over {MIRRORED_REPLICAS} logical CPUs, or the GPUs); default function,jit",
     )
     parser.add_argument("--rounds", type=_positive(int), default=None, help="interleaved rounds (default 7)")
     parser.add_argument(

@@ -17,27 +17,72 @@ import argparse
 import dataclasses
 import time
 
-import keras
 import numpy as np
 
 from tf_bertopt.cli import arguments
+from tf_bertopt.cli.arguments import UsageError
 from tf_bertopt.cli import demo_corpus
 
 DEFAULT_LEARNING_RATES = {"adamw": 1.5e-3, "lamb": 1.5e-2}
 OPTIMIZER_LABELS = {"adamw": "AdamWeightDecay", "lamb": "LAMB"}
 
 
-@keras.saving.register_keras_serializable(package="tf_bertopt.demo")
-class PositionEmbedding(keras.layers.Layer):
-    """Adds a learned vector per position: ``x[:, i] + embeddings[i]``."""
+def _keras_classes() -> tuple[type, type]:
+    """``PositionEmbedding`` and ``StepRecorder``, defined on first use.
 
-    def build(self, input_shape):
-        self.embeddings = self.add_weight(
-            shape=tuple(input_shape[1:]), initializer=keras.initializers.TruncatedNormal(stddev=0.02), name="embeddings"
-        )
+    They subclass Keras classes, and the command line imports this module
+    to build its ``--help`` without importing Keras (nor TensorFlow).
+    """
+    if "PositionEmbedding" in globals():
+        return globals()["PositionEmbedding"], globals()["StepRecorder"]
+    import keras
 
-    def call(self, inputs):
-        return inputs + keras.ops.cast(self.embeddings, inputs.dtype)
+    @keras.saving.register_keras_serializable(package="tf_bertopt.demo")
+    class PositionEmbedding(keras.layers.Layer):
+        """Adds a learned vector per position: ``x[:, i] + embeddings[i]``."""
+
+        def build(self, input_shape):
+            self.embeddings = self.add_weight(
+                shape=tuple(input_shape[1:]), initializer=keras.initializers.TruncatedNormal(stddev=0.02), name="embeddings"
+            )
+
+        def call(self, inputs):
+            return inputs + keras.ops.cast(self.embeddings, inputs.dtype)
+
+    class StepRecorder(keras.callbacks.Callback):
+        """Records the learning rate applied at each step and each batch's loss.
+
+        Keras 3 logs the running mean of the loss over the epoch so far; with
+        equal batches, batch ``k``'s own loss is ``(k+1)*mean_k - k*mean_(k-1)``.
+        """
+
+        def __init__(self, optimizer):
+            super().__init__()
+            self._optimizer = optimizer
+            self.learning_rate: list[float] = []
+            self.loss: list[float] = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._previous_mean = 0.0
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self.learning_rate.append(float(self._optimizer.learning_rate))
+
+        def on_train_batch_end(self, batch, logs=None):
+            mean = float(logs["loss"])
+            self.loss.append((batch + 1) * mean - batch * self._previous_mean)
+            self._previous_mean = mean
+
+    # In the module's globals, where Keras looks a class up when it loads a saved model.
+    globals().update(PositionEmbedding=PositionEmbedding, StepRecorder=StepRecorder)
+    return PositionEmbedding, StepRecorder
+
+
+def __getattr__(name: str):
+    if name in ("PositionEmbedding", "StepRecorder"):
+        _keras_classes()
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def tiny_bert(vocab_size: int, seq_len: int, hidden: int = 64, layers: int = 2, heads: int = 4):
@@ -47,11 +92,14 @@ def tiny_bert(vocab_size: int, seq_len: int, hidden: int = 64, layers: int = 2, 
     exclusions to apply: LayerNormalization layers are ``*_layer_norm`` and
     every Dense has a ``bias``.
     """
+    import keras
+
+    position_embedding, _ = _keras_classes()
     tokens = keras.Input((seq_len,), dtype="int32", name="input_ids")
     x = keras.layers.Embedding(vocab_size, hidden, name="word_embeddings")(tokens)
     # [PAD] (id 0) is hidden from attention, as BERT's input_mask does.
     attention_mask = keras.ops.expand_dims(keras.ops.not_equal(tokens, 0), 1)
-    x = PositionEmbedding(name="position_embeddings")(x)
+    x = position_embedding(name="position_embeddings")(x)
     x = keras.layers.LayerNormalization(epsilon=1e-12, name="embeddings_layer_norm")(x)
     for i in range(layers):
         attention = keras.layers.MultiHeadAttention(heads, hidden // heads, name=f"layer_{i}_attention")(
@@ -69,6 +117,8 @@ def tiny_bert(vocab_size: int, seq_len: int, hidden: int = 64, layers: int = 2, 
 
 def masked_lm_loss():
     """Cross-entropy averaged over the masked positions (labels -1 elsewhere)."""
+    import keras
+
     # With ignore_class, Keras's mean divides by the number of labelled
     # positions, not by batch * seq_len.
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=-1)
@@ -99,38 +149,13 @@ def masked_lm_batches(corpus: Corpus, steps: int, batch_size: int, seed: int = 0
     return inputs.reshape(steps, batch_size, -1), labels.reshape(steps, batch_size, -1)
 
 
-class StepRecorder(keras.callbacks.Callback):
-    """Records the learning rate applied at each step and each batch's loss.
-
-    Keras 3 logs the running mean of the loss over the epoch so far; with
-    equal batches, batch ``k``'s own loss is ``(k+1)*mean_k - k*mean_(k-1)``.
-    """
-
-    def __init__(self, optimizer):
-        super().__init__()
-        self._optimizer = optimizer
-        self.learning_rate: list[float] = []
-        self.loss: list[float] = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._previous_mean = 0.0
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self.learning_rate.append(float(self._optimizer.learning_rate))
-
-    def on_train_batch_end(self, batch, logs=None):
-        mean = float(logs["loss"])
-        self.loss.append((batch + 1) * mean - batch * self._previous_mean)
-        self._previous_mean = mean
-
-
 @dataclasses.dataclass
 class TrainingRun:
     """What ``pretrain`` returns: per-step curves and the trained model."""
 
     learning_rate: list[float]
     loss: list[float]
-    model: keras.Model
+    model: "keras.Model"
 
 
 def pretrain(
@@ -163,6 +188,8 @@ def pretrain(
         A ``TrainingRun``: ``learning_rate`` and ``loss`` hold one value per
         step (the rate applied at that step, the masked-token loss of its batch).
     """
+    import keras
+
     inputs, labels = batches
     steps, batch_size, seq_len = inputs.shape
     keras.utils.set_random_seed(seed)
@@ -172,7 +199,7 @@ def pretrain(
     # step, which TensorFlow would otherwise trace twice.
     optimizer.build(model.trainable_variables)
     log_every = log_every or max(1, steps // 10)
-    recorder = StepRecorder(optimizer)
+    recorder = _keras_classes()[1](optimizer)
     model.fit(
         inputs.reshape(steps * batch_size, seq_len),
         labels.reshape(steps * batch_size, seq_len),
@@ -224,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
     from tf_bertopt.cli import plotting  # the demo's model is a Keras 3 model, whatever tf.keras is
 
     if args.hidden % 4:
-        raise ValueError(f"--hidden must be a multiple of 4 (the number of attention heads); received {args.hidden}.")
+        raise UsageError(f"--hidden must be a multiple of 4 (the number of attention heads); received {args.hidden}.")
     if not args.no_plot:
         plotting.require_matplotlib()  # fail now, not after training
     if args.corpus:
@@ -232,8 +259,11 @@ def run(args: argparse.Namespace) -> int:
             with open(args.corpus, encoding="utf-8") as handle:
                 text = handle.read()
         except OSError as error:
-            raise ValueError(f"--corpus: cannot read {args.corpus!r}: {error.strerror}") from None
-        corpus, source = Corpus.from_text(text, args.seq_len), args.corpus
+            raise UsageError(f"--corpus: cannot read {args.corpus!r}: {error.strerror}") from None
+        try:
+            corpus, source = Corpus.from_text(text, args.seq_len), args.corpus
+        except ValueError as error:  # too little text
+            raise UsageError(f"--corpus {args.corpus!r}: {error}") from None
     else:
         corpus = Corpus.generated(args.seq_len, seed=args.seed)
         source = "the generated demo corpus (tf_bertopt.demo_corpus)"

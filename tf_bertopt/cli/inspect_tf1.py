@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from tf_bertopt.cli.arguments import UsageError
 from tf_bertopt.migrate.tf1_checkpoint import TF1Checkpoint
 
 def add_command(subparsers) -> None:
@@ -23,9 +24,19 @@ def add_command(subparsers) -> None:
     parser.set_defaults(func=inspect)
 
 
+def _global_step(checkpoint):
+    """The checkpoint's global_step, read before anything is printed: a
+    damaged data file fails here, in one line, not halfway through the listing."""
+    try:
+        return checkpoint.global_step()
+    except Exception as error:  # noqa: BLE001 - TF raises IndexError, DataLossError, ... on damaged files
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UsageError(f"cannot read the TF1 checkpoint {checkpoint.path!r}, its data is damaged: {first_line}") from None
+
+
 def inspect(args: argparse.Namespace) -> int:
     if (args.init_lr is None) != (args.train_steps is None):
-        raise ValueError(
+        raise UsageError(
             "--init-lr and --train-steps go together (both are needed for the learning rate); "
             f"received --init-lr={args.init_lr}, --train-steps={args.train_steps}"
         )
@@ -34,7 +45,11 @@ def inspect(args: argparse.Namespace) -> int:
         from tf_bertopt.schedules import WarmupPolynomialDecaySpec
 
         spec = WarmupPolynomialDecaySpec(args.init_lr, args.train_steps, args.warmup_steps)
-    checkpoint = TF1Checkpoint(args.checkpoint, owner=None)
+    try:
+        checkpoint = TF1Checkpoint(args.checkpoint, owner=None)
+    except ValueError as error:  # no readable TF1 checkpoint there
+        raise UsageError(str(error)) from None
+    step = _global_step(checkpoint)
     print(f"TF1 checkpoint {checkpoint.path}")
     rows = [("variable", "shape", "dtype", "slots")]
     for name in checkpoint.variables:
@@ -51,7 +66,6 @@ def inspect(args: argparse.Namespace) -> int:
     if families:
         importable = ", ".join("/".join(family) for family in families)
         print(f"Importable with tf_bertopt.migrate.load_tf1_optimizer_state: {importable}")
-    step = checkpoint.global_step()
     print(f"global_step: {step if step is not None else 'none saved'}")
     if spec is not None:
         if step is None:

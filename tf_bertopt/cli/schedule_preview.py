@@ -7,10 +7,13 @@ use, which are options of the same class:
 * Hugging Face ``create_optimizer``: the decay starts at the end of warmup
   (``decay_start="warmup_end"``), so the rate peaks at ``init`` instead of
   dropping to ``init*(1 - W/T)`` when warmup ends.
-* TF Model Garden ``PolynomialWarmUp``: warmup follows ``(t/W)^p``
-  (``warmup_power``).
-* TF Model Garden ``LinearWarmup``: warmup starts from a rate above 0
-  (``warmup_initial_learning_rate``).
+* warmup following ``(t/W)^p`` (``warmup_power``);
+* warmup starting from a rate above 0 (``warmup_initial_learning_rate``);
+* on request, TF Model Garden's ``LinearWarmup`` and ``PolynomialWarmUp``
+  (``warmup_style``), which ramp to the decayed rate at the end of warmup.
+
+The two warmup options ramp to the peak rate, unlike Model Garden's, and are
+labelled for what they do.
 
 With ``--electra`` it also draws ELECTRA's schedule (``tf_bertopt.ElectraSchedule``:
 the decay times a linear warmup factor ``min(1, t/W)``).
@@ -24,8 +27,19 @@ import dataclasses
 import numpy as np
 
 from tf_bertopt.cli import arguments
+from tf_bertopt.cli.arguments import UsageError
 
-VARIANTS = ("huggingface", "warmup-power", "warmup-start")
+VARIANTS = ("huggingface", "warmup-power", "warmup-start", "model-garden-linear", "model-garden-polynomial")
+DEFAULT_VARIANTS = VARIANTS[:3]  # what a bare --compare overlays
+# What each variant's curve is called: another library's name only where its
+# schedule is reproduced value for value.
+VARIANT_LABELS = {
+    "huggingface": "Hugging Face",
+    "warmup-power": "Power warmup",
+    "warmup-start": "Warmup from a start rate",
+    "model-garden-linear": "Model Garden LinearWarmup",
+    "model-garden-polynomial": "Model Garden PolynomialWarmUp",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,16 +48,22 @@ class Curve:
 
     label: str
     options: dict
-    schedule: str = "WarmupPolynomialDecay"
+    schedule_class: str = "WarmupPolynomialDecay"
+
+    def schedule(self):
+        """The ``tf_bertopt`` schedule; ``UsageError`` if the options do not fit together."""
+        import tf_bertopt
+
+        try:
+            return getattr(tf_bertopt, self.schedule_class)(**self.options)
+        except ValueError as error:  # e.g. decay_steps <= warmup_steps with decay_start="warmup_end"
+            raise UsageError(str(error)) from None
 
     def rates(self, steps: np.ndarray) -> np.ndarray:
         """The float32 learning rate at each of ``steps``."""
         import tensorflow as tf
 
-        import tf_bertopt
-
-        schedule = getattr(tf_bertopt, self.schedule)(**self.options)
-        return schedule(tf.constant(steps, tf.int64)).numpy()
+        return self.schedule()(tf.constant(steps, tf.int64)).numpy()
 
 
 def schedule_options(args: argparse.Namespace) -> dict:
@@ -71,16 +91,26 @@ def curves(args: argparse.Namespace) -> list[Curve]:
     warmup_start = args.compare_warmup_initial_lr
     if warmup_start is None:
         warmup_start = args.init_lr / 10
+    power, start = args.compare_warmup_power, warmup_start
+    # (the option shown in the label, other options the variant needs)
     variants = {
-        "huggingface": ("Hugging Face", {"decay_start": "warmup_end"}),
-        "warmup-power": ("Model Garden PolynomialWarmUp", {"warmup_power": args.compare_warmup_power}),
-        "warmup-start": ("Model Garden LinearWarmup", {"warmup_initial_learning_rate": warmup_start}),
+        "huggingface": ({"decay_start": "warmup_end"}, {}),
+        "warmup-power": ({"warmup_power": power}, {}),
+        "warmup-start": ({"warmup_initial_learning_rate": start}, {}),
+        "model-garden-linear": (
+            {"warmup_initial_learning_rate": start},
+            {"warmup_style": "model_garden_linear", "warmup_power": 1.0},
+        ),
+        "model-garden-polynomial": (
+            {"warmup_power": power},
+            {"warmup_style": "model_garden_polynomial", "warmup_initial_learning_rate": 0.0},
+        ),
     }
     for name in args.compare or ():
-        library, change = variants[name]
-        (key, value), = change.items()
+        shown, needed = variants[name]
+        (key, value), = shown.items()
         text = f"{value:g}" if isinstance(value, float) else repr(value)
-        result.append(Curve(f"{library}: {key}={text}", {**options, **change}))
+        result.append(Curve(f"{VARIANT_LABELS[name]}: {key}={text}", {**options, **needed, **shown}))
     if getattr(args, "electra", False):
         result.append(electra_curve(args))
     return result
@@ -122,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     from tf_bertopt.cli import plotting
 
     if args.compare is not None and not args.compare:
-        args.compare = list(VARIANTS)
+        args.compare = list(DEFAULT_VARIANTS)
     if not args.no_plot:
         plotting.require_matplotlib()
     chosen = curves(args)
@@ -155,9 +185,9 @@ def add_command(subparsers) -> None:
         help="print and plot the warmup + polynomial-decay learning rate, and its variants",
         description=(
             "Prints tf_bertopt.WarmupPolynomialDecay at chosen steps and plots it. With --compare, "
-            "overlays the variants other libraries use: Hugging Face (decay starts at the end of warmup), "
-            "Model Garden PolynomialWarmUp (warmup (t/W)^p) and LinearWarmup (warmup from a start rate). "
-            "Each is an option of the same class."
+            "overlays variants: Hugging Face's (decay starts at the end of warmup), a warmup following "
+            "(t/W)^p and a warmup from a start rate; on request TF Model Garden's LinearWarmup and "
+            "PolynomialWarmUp (warmup to the decayed rate). Each is an option of the same class."
         ),
         epilog="example: tf-bertopt schedule --init-lr 1e-4 --train-steps 10000 --warmup-steps 1000 --compare",
     )
@@ -179,11 +209,13 @@ def add_command(subparsers) -> None:
     parser.add_argument("--warmup-initial-lr", type=arguments.non_negative_float, default=0.0,
                         help="warmup starts from this rate (default 0)")
     parser.add_argument("--compare", nargs="*", choices=VARIANTS, metavar="VARIANT",
-                        help=f"overlay variants of the schedule: any of {', '.join(VARIANTS)} (default: all)")
+                        help=f"overlay variants of the schedule: any of {', '.join(VARIANTS)} "
+                        f"(default: {', '.join(DEFAULT_VARIANTS)})")
     parser.add_argument("--compare-warmup-power", type=arguments.positive_float, default=2.0,
-                        help="warmup_power of the warmup-power variant (default 2)")
+                        help="warmup_power of the warmup-power and model-garden-polynomial variants (default 2)")
     parser.add_argument("--compare-warmup-initial-lr", type=arguments.non_negative_float, default=None,
-                        help="warmup_initial_learning_rate of the warmup-start variant (default: a tenth of --init-lr)")
+                        help="warmup_initial_learning_rate of the warmup-start and model-garden-linear variants "
+                        "(default: a tenth of --init-lr)")
     parser.add_argument("--electra", action="store_true",
                         help="also draw ELECTRA's schedule (decay times min(1, t/W); end rate 0, no cycle)")
     parser.add_argument("--electra-warmup-proportion", type=arguments.non_negative_float, default=0.0,

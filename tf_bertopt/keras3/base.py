@@ -12,7 +12,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from tf_bertopt import front_end, update_rules
+from tf_bertopt import front_end, gradient_clipping, keras_arguments, nonfinite_steps, update_rules
 
 if keras.backend.backend() != "tensorflow":  # pragma: no cover - depends on the environment
     raise ImportError(
@@ -26,10 +26,14 @@ KERAS_KEYWORDS_DOC = """
     ``loss_scale_factor``, ``gradient_accumulation_steps``, ``name``) work as
     in every Keras optimizer, with three deliberate differences:
 
-    * ``global_clipnorm`` clips with ``tf.clip_by_global_norm`` (as TF1 BERT
-      did, bit for bit). Under ``tf.distribute`` it, ``clipnorm`` and
-      ``clipvalue`` clip the gradient summed over replicas (Keras clips each
-      replica's own), so N replicas give the numbers of one device.
+    * Clipping is TF1's: ``global_clipnorm`` is ``tf.clip_by_global_norm``,
+      ``clipnorm`` ``tf.clip_by_norm`` and ``clipvalue`` ``tf.clip_by_value``,
+      bit for bit, and a ``tf.IndexedSlices`` gradient (an embedding lookup)
+      is measured and clipped over its values, a row looked up k times
+      counted k times, before repeated rows are summed. Under
+      ``tf.distribute`` they clip the gradient summed over replicas (the
+      replicas' slices gathered; Keras clips each replica's own), so N
+      replicas give the numbers of one device.
     * With ``gradient_accumulation_steps``, the learning-rate schedule (and
       LAMB's bias correction) advance once per optimizer update, not per
       micro-batch: BERT's ``num_train_steps`` counts updates.
@@ -44,7 +48,12 @@ def checked_learning_rate(owner: str, learning_rate):
     )
 
 
-class BertOptimizer(front_end.BertOptimizerMixin, keras.optimizers.Optimizer):
+class BertOptimizer(
+    nonfinite_steps.Keras3StepSkipping,
+    keras_arguments.KerasArgumentChecks,
+    front_end.BertOptimizerMixin,
+    keras.optimizers.Optimizer,
+):
     """Base of the Keras 3 optimizers; subclasses mix in an algorithm from ``tf_bertopt.algorithms``."""
 
     flavour = "keras3"
@@ -98,23 +107,26 @@ class BertOptimizer(front_end.BertOptimizerMixin, keras.optimizers.Optimizer):
     def _clip_gradients(self, grads):
         # Every kind of clipping waits for the cross-replica sum in
         # _backend_update_step, so that N replicas clip what one device would.
-        return [update_rules.dense_gradient(g) for g in grads]
+        return grads
 
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
         variables = [v.value if isinstance(v, keras.Variable) else v for v in trainable_variables]
         grads = [g for g, _ in self._all_reduce_sum_gradients(list(zip(grads, variables)))]
-        if self.global_clipnorm:
-            grads, _ = tf.clip_by_global_norm(grads, self.global_clipnorm)
-        else:
-            grads = super()._clip_gradients(grads)  # clipnorm, clipvalue
+        grads = gradient_clipping.clipped_gradients(
+            grads, clipnorm=self.clipnorm, global_clipnorm=self.global_clipnorm, clipvalue=self.clipvalue
+        )
+        grads = [update_rules.dense_gradient(g) for g in grads]
         tf.__internal__.distribute.interim.maybe_merge_call(
             self._distributed_tf_update_step, self._distribution_strategy, list(zip(grads, variables)), learning_rate
         )
 
     def _distributed_tf_update_step(self, distribution, grads_and_vars, learning_rate):
         if not self.fused or tf.distribute.has_strategy():
+            # Under tf.distribute each variable is updated where it lives,
+            # one `extended.update` each: update_step plans them one by one.
             return super()._distributed_tf_update_step(distribution, grads_and_vars, learning_rate)
-        # fused=True without tf.distribute: every variable in one call, so that small ones share compiled code.
+        # The fast path without tf.distribute: every variable planned together,
+        # so that small ones are packed.
         grads, variables = zip(*grads_and_vars)
         self._fused_update_all(grads, variables, learning_rate)
 

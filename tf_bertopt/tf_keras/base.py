@@ -16,25 +16,30 @@ from __future__ import annotations
 import tensorflow as tf
 import tf_keras
 
-from tf_bertopt import front_end, update_rules
+from tf_bertopt import front_end, gradient_clipping, keras_arguments, nonfinite_steps, update_rules
 
 KERAS_KEYWORDS_DOC = """
     Standard tf-keras keywords (``clipnorm``, ``clipvalue``,
     ``global_clipnorm``, ``use_ema``, ``ema_momentum``,
     ``ema_overwrite_frequency``, ``jit_compile``, ``name``) work as in every
-    tf-keras optimizer, with three deliberate differences:
+    tf-keras optimizer, with two deliberate differences:
 
     * ``jit_compile`` defaults to False (tf-keras's optimizers default to
       True, which compiles each variable's update with XLA on GPU). The
       un-compiled update runs the TF1 graph's operations one by one, so it
       gives TF1's numbers on every device; ``jit_compile=True`` lets XLA fuse
       them, which is faster on GPU but may round differently.
-    * ``tf.IndexedSlices`` gradients are made dense (repeated rows summed)
-      before clipping, so ``global_clipnorm`` uses the norm of the gradient
-      TF1's dense update saw. Clipping is ``tf.clip_by_global_norm`` of the
-      gradient summed over replicas, as tf-keras does.
     * Keras's ``weight_decay`` is refused: use ``weight_decay_rate``, which
       this optimizer applies itself (two decays would double it).
+
+    Clipping is TF1's, as in tf-keras: ``global_clipnorm`` is
+    ``tf.clip_by_global_norm``, ``clipnorm`` ``tf.clip_by_norm`` and
+    ``clipvalue`` ``tf.clip_by_value``, of the gradient summed over replicas
+    (the replicas' slices of a ``tf.IndexedSlices`` gathered). A
+    ``tf.IndexedSlices`` gradient (an embedding lookup) is measured and
+    clipped over its values, a row looked up k times counted k times; its
+    repeated rows are summed after clipping, into the dense gradient the
+    update uses.
 """
 
 
@@ -44,7 +49,12 @@ def checked_learning_rate(owner: str, learning_rate):
     )
 
 
-class BertOptimizer(front_end.BertOptimizerMixin, tf_keras.optimizers.Optimizer):
+class BertOptimizer(
+    nonfinite_steps.TfKerasStepSkipping,
+    keras_arguments.KerasArgumentChecks,
+    front_end.BertOptimizerMixin,
+    tf_keras.optimizers.Optimizer,
+):
     """Base of the tf-keras optimizers; subclasses mix in an algorithm from ``tf_bertopt.algorithms``."""
 
     flavour = "tf_keras"
@@ -117,6 +127,12 @@ class BertOptimizer(front_end.BertOptimizerMixin, tf_keras.optimizers.Optimizer)
         )
         self._shard_variables = self._no_dependency({i: var_list[i] for i in self._shard_group})
         self._shard_gradients = self._no_dependency({})
+        if self.fused and self._shard_group:
+            front_end.log_once(
+                f"{type(self).__name__}: the shards of a ShardedVariable are updated together by the "
+                "reference path (fused=False), since the trust ratio needs the norms of the whole "
+                "variable; every other variable takes the fast path."
+            )
 
     def _get_variable_index(self, variable) -> int:
         return self._index_dict[self._var_key(variable)]
@@ -146,19 +162,26 @@ class BertOptimizer(front_end.BertOptimizerMixin, tf_keras.optimizers.Optimizer)
         if self._learning_rate_function is not None:
             self._learning_rate.assign(self._learning_rate_function())
 
-    def aggregate_gradients(self, grads_and_vars):
-        # Dense before the cross-replica sum, as the Keras 3 front end does.
-        return super().aggregate_gradients([(None if g is None else update_rules.dense_gradient(g), v) for g, v in grads_and_vars])
-
     def _clip_gradients(self, grads):
-        return super()._clip_gradients([None if g is None else update_rules.dense_gradient(g) for g in grads])
+        # Called on the gradients summed over replicas (a tf.IndexedSlices
+        # summed is the replicas' slices gathered), as the Keras 3 front end does.
+        return gradient_clipping.clipped_gradients(
+            grads, clipnorm=self.clipnorm, global_clipnorm=self.global_clipnorm, clipvalue=self.clipvalue
+        )
+
+    def _deduplicate_sparse_grad(self, grads):
+        # Called right after _clip_gradients: from here on a tf.IndexedSlices
+        # is its dense gradient, repeated rows summed, as TF1's dense update math
+        # saw it (tf-keras's own tf.unique would not compile with XLA).
+        return [None if g is None else update_rules.dense_gradient(g) for g in grads]
 
     def _distributed_apply_gradients_fn(self, distribution, grads_and_vars, **kwargs):
         grads_and_vars = list(grads_and_vars)
         if self.fused and not tf.distribute.has_strategy() and not self._shard_group:
-            # Every variable in one call, so that small ones share compiled
-            # code; tf-keras still walks the variables (EMA, step count), with
-            # update_step standing by.
+            # The fast path without tf.distribute: every variable planned
+            # together, so that small ones are packed; tf-keras still walks
+            # the variables (EMA, step count), with update_step standing by.
+            # Under tf.distribute, update_step plans each variable where it lives.
             grads, variables = zip(*grads_and_vars)
             self._fused_update_all(grads, variables, self.learning_rate)
             self._updated_already = True
