@@ -14,8 +14,9 @@ from typing import Any
 
 import tensorflow as tf
 
-from tf_bertopt import update_rules, validation
-from tf_bertopt.diagnostics import PER_CHOICES, optimizer_diagnostics, write_optimizer_diagnostics
+# The module, not its names: importing TensorFlow from tf_bertopt.diagnostics can
+# import the front ends (see tf_bertopt.registration), which import this module.
+from tf_bertopt import diagnostics, update_rules, validation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +43,7 @@ class DiagnosticsMixin:
         owner = type(self).__name__
         self._diagnostics_settings = RecordingSettings(
             validation.positive_int(owner, "every_n_steps", every_n_steps),
-            validation.one_of(owner, "per", per, PER_CHOICES),
+            validation.one_of(owner, "per", per, diagnostics.PER_CHOICES),
             validation.boolean(owner, "histograms", histograms),
         )
 
@@ -85,8 +86,8 @@ class DiagnosticsMixin:
 
         def write():
             with tf.summary.record_if(first_replica):
-                write_optimizer_diagnostics(
-                    optimizer_diagnostics(self, pairs), step, per=settings.per, histograms=settings.histograms
+                diagnostics.write_optimizer_diagnostics(
+                    diagnostics.optimizer_diagnostics(self, pairs), step, per=settings.per, histograms=settings.histograms
                 )
             return tf.constant(True)
 
