@@ -601,7 +601,13 @@ def sharded_runs() -> dict:
         "split": train_lamb_on_layout("split"),
         "sharded/bias_correction": train_lamb_on_layout("sharded", strategy, bias_correction=True),
         "whole/bias_correction": train_lamb_on_layout("whole", bias_correction=True),
+        "sharded/layerwise": train_lamb_on_layout("sharded", strategy, **LAYERWISE),
+        "whole/layerwise": train_lamb_on_layout("whole", **LAYERWISE),
     }
+
+
+# Layer-wise learning rates: the kernel (both its shards) at half the bias's rate.
+LAYERWISE = dict(layerwise_lr_decay=0.5, layer_depths=[("kernel", 0), ("bias", 1)])
 
 
 def ulps(a: np.ndarray, b: np.ndarray) -> float:

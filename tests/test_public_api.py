@@ -11,9 +11,17 @@ PUBLIC_NAMES = {
     "tf_bertopt": {
         "AdamWeightDecay", "LAMB", "WarmupPolynomialDecay", "create_optimizer", "decay_report",
         "UnmatchedPatternWarning", "load_model", "restore_optimizer", "FLAVOUR", "__version__",
+        "ElectraSchedule", "create_electra_optimizer", "OptimizerDiagnostics", "optimizer_diagnostics",
+        "write_optimizer_diagnostics",
     },
-    "tf_bertopt.keras3": {"AdamWeightDecay", "LAMB", "WarmupPolynomialDecay", "create_optimizer"},
-    "tf_bertopt.tf_keras": {"AdamWeightDecay", "LAMB", "WarmupPolynomialDecay", "create_optimizer"},
+    "tf_bertopt.keras3": {
+        "AdamWeightDecay", "LAMB", "WarmupPolynomialDecay", "create_optimizer",
+        "ElectraSchedule", "create_electra_optimizer", "OptimizerDiagnostics",
+    },
+    "tf_bertopt.tf_keras": {
+        "AdamWeightDecay", "LAMB", "WarmupPolynomialDecay", "create_optimizer",
+        "ElectraSchedule", "create_electra_optimizer", "OptimizerDiagnostics",
+    },
     "tf_bertopt.migrate": {
         "load_tf1_optimizer_state", "rename_rules", "RenameRules", "ImportReport", "Problem", "NameMap",
         "TF1Checkpoint", "write_tf1_example_checkpoint",

@@ -36,7 +36,7 @@ def assert_close(ours, reference, tolerance):
             assert distance <= tolerance, f"{name}, column {column}: {distance:.2f} ulps"
 
 
-@pytest.mark.parametrize("options", ["", "/bias_correction"])
+@pytest.mark.parametrize("options", ["", "/bias_correction", "/layerwise"])
 def test_sharded_variable_trains_like_the_whole_variable(runs, options):
     assert_close(runs[f"sharded{options}"], runs[f"whole{options}"], ULPS)
 
@@ -45,6 +45,11 @@ def test_a_trust_ratio_per_shard_would_be_far_off(runs):
     """Guards the test above: treating the shards as separate variables gives other numbers."""
     split, whole = runs["split"], runs["whole"]
     assert max(cases.ulps(split[n][0], whole[n][0]) for n in whole) > 1000 * ULPS
+
+
+def test_layerwise_rates_change_the_sharded_run(runs):
+    """Guards the /layerwise case above: the kernel's multiplier reaches both its shards."""
+    assert cases.ulps(runs["sharded/layerwise"]["kernel"][0], runs["sharded"]["kernel"][0]) > 1000 * ULPS
 
 
 def test_shards_were_trained(runs):

@@ -34,6 +34,24 @@ class TF1BertOptimizer(v1.train.Optimizer):
         self.slot_suffix = ("lamb_m", "lamb_v") if lamb else ("adam_m", "adam_v")
 
     def apply_gradients(self, grads_and_vars, global_step=None, name=None):
+        if not isinstance(self.learning_rate, dict):
+            return tf.group(*self._assignments(grads_and_vars, self.learning_rate), name=name)
+        # ELECTRA's layer rates: a rate per name substring ("key"); the
+        # variables holding each key are updated with that key's rate, a
+        # variable holding none is an error.
+        by_key = {}
+        for grad, var in grads_and_vars:
+            keys = [key for key in self.learning_rate if key in var.name]
+            if not keys:
+                raise ValueError("No learning rate specified for variable", var)
+            for key in keys:
+                by_key.setdefault(key, []).append((grad, var))
+        ops = []
+        for key, pairs in by_key.items():
+            ops += self._assignments(pairs, self.learning_rate[key])
+        return tf.group(*ops, name=name)
+
+    def _assignments(self, grads_and_vars, learning_rate):
         ops = []
         for grad, param in grads_and_vars:
             if grad is None or param is None:
@@ -54,12 +72,12 @@ class TF1BertOptimizer(v1.train.Optimizer):
                 u_norm = tf.sqrt(tf.reduce_sum(tf.square(update)))
                 ratio = v1.where(tf.greater(w_norm, 0.0),
                                  v1.where(tf.greater(u_norm, 0.0), w_norm / u_norm, 1.0), 1.0)
-                step_size = self.learning_rate * ratio
+                step_size = learning_rate * ratio
             else:
-                step_size = self.learning_rate
+                step_size = learning_rate
             next_param = param - step_size * update
             ops += [param.assign(next_param), m.assign(next_m), v.assign(next_v)]
-        return tf.group(*ops, name=name)
+        return ops
 
     @staticmethod
     def _matches(name, patterns):
@@ -99,12 +117,14 @@ def schedule_values(steps, **schedule_kwargs):
 
 
 def run(lamb, weights, gradient_steps, *, schedule=None, learning_rate=None, clip_norm=None, sparse=(),
-        **optimizer_kwargs):
+        learning_rate_fn=None, **optimizer_kwargs):
     """Trains with fed gradients; returns ``[{name: (w, m, v)}]`` after each step (float32).
 
     ``schedule`` holds ``bert_learning_rate`` keywords, else ``learning_rate``
     is a constant. Gradients named in ``sparse`` are fed as
     ``(values, indices)`` pairs and enter as ``tf.IndexedSlices``.
+    ``learning_rate_fn(global_step)``, if given, makes the learning rate: a
+    tensor, or a dict of rates by name substring (ELECTRA's layer rates).
     """
     with tf.Graph().as_default():
         global_step = v1.train.get_or_create_global_step()
@@ -120,7 +140,12 @@ def run(lamb, weights, gradient_steps, *, schedule=None, learning_rate=None, cli
             else:
                 feeds[name] = v1.placeholder(tf.float32, param.shape)
                 grads.append(feeds[name])
-        lr = bert_learning_rate(global_step, **schedule) if schedule else tf.constant(learning_rate, tf.float32)
+        if learning_rate_fn is not None:
+            lr = learning_rate_fn(global_step)
+        elif schedule:
+            lr = bert_learning_rate(global_step, **schedule)
+        else:
+            lr = tf.constant(learning_rate, tf.float32)
         # None gradients are decided per step, so build one train op per pattern of Nones.
         train_ops = {}
 

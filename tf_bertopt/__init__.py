@@ -1,5 +1,9 @@
 """BERT's optimizers for TensorFlow 2 / Keras: AdamWeightDecay, LAMB and the
-warmup + polynomial-decay schedule, bit-exact with the TF1 BERT code.
+warmup + polynomial-decay schedule, bit-exact with the TF1 BERT code; ELECTRA's
+recipe (``create_electra_optimizer``, ``ElectraSchedule``, layer-wise
+learning-rate decay: ``tf_bertopt.layerwise``) and the optimizer's
+per-variable diagnostics for TensorBoard (``OptimizerDiagnostics``,
+``tf_bertopt.diagnostics``).
 
 ``tf_bertopt.AdamWeightDecay`` etc. follow whatever ``tf.keras`` is: the
 Keras 3 classes by default, the tf-keras (Keras 2) ones when TensorFlow uses
@@ -24,9 +28,22 @@ __version__ = "0.1.0"
 registration.register_front_ends()
 
 # Names taken from the front end of the flavour tf.keras is.
-_FRONT_END_NAMES = ("AdamWeightDecay", "LAMB", "WarmupPolynomialDecay", "create_optimizer")
+_FRONT_END_NAMES = (
+    "AdamWeightDecay",
+    "LAMB",
+    "WarmupPolynomialDecay",
+    "create_optimizer",
+    "ElectraSchedule",
+    "create_electra_optimizer",
+    "OptimizerDiagnostics",
+)
 # Names defined in a module imported on first use.
-_LAZY_MODULE_NAMES = {"load_model": "tf_bertopt.saved_models", "restore_optimizer": "tf_bertopt.saved_models"}
+_LAZY_MODULE_NAMES = {
+    "load_model": "tf_bertopt.saved_models",
+    "restore_optimizer": "tf_bertopt.saved_models",
+    "optimizer_diagnostics": "tf_bertopt.diagnostics",
+    "write_optimizer_diagnostics": "tf_bertopt.diagnostics",
+}
 
 
 def __getattr__(name):
@@ -57,6 +74,11 @@ __all__ = [
     "LAMB",
     "WarmupPolynomialDecay",
     "create_optimizer",
+    "ElectraSchedule",
+    "create_electra_optimizer",
+    "OptimizerDiagnostics",
+    "optimizer_diagnostics",
+    "write_optimizer_diagnostics",
     "decay_report",
     "UnmatchedPatternWarning",
     "load_model",

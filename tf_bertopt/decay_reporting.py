@@ -122,7 +122,8 @@ class VariableDecision:
     """What one variable gets, and which patterns matched its name.
 
     ``layer_adaptation`` is None when the optimizer has no layer adaptation
-    (AdamWeightDecay).
+    (AdamWeightDecay). ``layer_depth`` and ``learning_rate_multiplier`` are
+    None when the optimizer has no ``layer_depths`` (or none places it).
     """
 
     name: str
@@ -130,6 +131,8 @@ class VariableDecision:
     weight_decay: bool
     layer_adaptation: bool | None
     matched: dict[str, tuple[str, ...]]
+    layer_depth: int | None = None
+    learning_rate_multiplier: float | None = None
 
     @property
     def size(self) -> int | None:
@@ -151,6 +154,8 @@ class DecayReport:
             (alternative spellings whose partner matched left out).
         selected_by_patterns: how many variables the patterns alone select
             for decay (differs from ``len(decayed)`` when the rate is 0).
+        layer_depths: the optimizer's ``tf_bertopt.layerwise.LayerDepths``, or None.
+        layerwise_lr_decay: the optimizer's layer-wise decay factor, or None.
     """
 
     owner: str
@@ -159,6 +164,8 @@ class DecayReport:
     variables: tuple[VariableDecision, ...]
     unmatched: dict[str, list[str]]
     selected_by_patterns: int
+    layer_depths: Any = None
+    layerwise_lr_decay: float | None = None
 
     @property
     def decayed(self) -> list[str]:
@@ -182,6 +189,10 @@ class DecayReport:
         return any(v.layer_adaptation is not None for v in self.variables)
 
     @property
+    def has_layer_depths(self) -> bool:
+        return self.layer_depths is not None
+
+    @property
     def warnings(self) -> list[str]:
         """One line per problem: unmatched patterns, a zero rate, no variables."""
         lines = []
@@ -196,6 +207,13 @@ class DecayReport:
                 f"{self.selected_by_patterns} variables (AdamWeightDecay's default rate is 0.0; "
                 "create_optimizer's is 0.01)"
             )
+        if self.has_layer_depths:
+            unplaced = [v.name for v in self.variables if v.layer_depth is None]
+            if unplaced:
+                lines.append(
+                    f"no layer_depths rule places {len(unplaced)} variable(s), e.g. {unplaced[0]!r}: "
+                    "building the optimizer will fail (add a rule or a default_depth)"
+                )
         return lines
 
     def summary(self) -> str:
@@ -207,6 +225,10 @@ class DecayReport:
             text += f" ({decayed:,} of {sum(sizes):,} parameters)"
         if self.has_layer_adaptation:
             text += f"; layer adaptation on {len(self.adapted)} of {len(self.variables)}"
+        if self.has_layer_depths:
+            depths = sorted({v.layer_depth for v in self.variables if v.layer_depth is not None})
+            if depths:
+                text += f"; layer depths {depths[0]} to {depths[-1]}"
         return text
 
     def __str__(self) -> str:
@@ -218,12 +240,20 @@ class DecayReport:
             lines.append(f"  {argument + ':':31} {list(getattr(self.rules, argument))}")
         name_width = max([len(v.name) for v in self.variables] + [8])
         header = f"  {'decay':5}  {'adapt':5}  " if self.has_layer_adaptation else f"  {'decay':5}  "
+        if self.has_layer_depths:
+            decay = "" if self.layerwise_lr_decay is None else f", layerwise_lr_decay={self.layerwise_lr_decay:g}"
+            lines.append(f"  {'layer depths:':31} max_depth={self.layer_depths.max_depth}{decay}")
+            header += f"{'depth':5}  {'lr x':8}  "
         lines.append("")
         lines.append(f"{header}{'variable':{name_width}}  {'shape':14}  matched by")
         for v in self.variables:
             cells = f"  {_yes_no(v.weight_decay):5}  "
             if self.has_layer_adaptation:
                 cells += f"{_yes_no(v.layer_adaptation):5}  "
+            if self.has_layer_depths:
+                depth = "?" if v.layer_depth is None else str(v.layer_depth)
+                multiplier = "?" if v.learning_rate_multiplier is None else f"{v.learning_rate_multiplier:.6g}"
+                cells += f"{depth:5}  {multiplier:8}  "
             matched = "; ".join(f"{_SHORT[a]} {', '.join(map(repr, p))}" for a, p in v.matched.items() if p)
             shape = "?" if v.shape is None else str(tuple(v.shape))
             lines.append(f"{cells}{v.name:{name_width}}  {shape:14}  {matched}".rstrip())
@@ -249,6 +279,8 @@ def decay_report(
     variables: Any,
     *,
     layer_adaptation: bool | None = None,
+    layer_depths: Any = None,
+    layerwise_lr_decay: float | None = None,
 ) -> DecayReport:
     """Which of ``variables`` get weight decay and layer adaptation from ``optimizer``.
 
@@ -262,9 +294,15 @@ def decay_report(
         layer_adaptation: whether to report layer adaptation. Defaults to
             True for LAMB, False for AdamWeightDecay, and for a ``NameRules``
             to whether it excludes anything from adaptation.
+        layer_depths: a ``tf_bertopt.layerwise.LayerDepths`` to report each
+            variable's depth by; defaults to the optimizer's own.
+        layerwise_lr_decay: the decay factor for the learning-rate
+            multipliers ``decay ** (max_depth - depth)``; defaults to the
+            optimizer's own (multipliers are 1 without one).
 
     Returns:
-        A ``DecayReport``; ``print()`` it for a table.
+        A ``DecayReport``; ``print()`` it for a table (with each variable's
+        depth and learning-rate multiplier when there are layer depths).
 
     Raises:
         TypeError: ``optimizer`` has no patterns, or ``variables`` is not one of the above.
@@ -282,6 +320,8 @@ def decay_report(
             "decay_report: `optimizer` must be a tf_bertopt optimizer (AdamWeightDecay, LAMB) or a "
             f"tf_bertopt.name_matching.NameRules; received {type(optimizer).__name__} {optimizer!r}."
         )
+    depths = getattr(optimizer, "layer_depths", None) if layer_depths is None else layer_depths
+    layerwise_decay = getattr(optimizer, "layerwise_lr_decay", None) if layerwise_lr_decay is None else layerwise_lr_decay
     entries = _named_variables(variables)
     names = [name for name, _ in entries]
     decisions, selected = [], 0
@@ -295,11 +335,22 @@ def decay_report(
             for argument in _LIST_NAMES
             if adapts or argument != "exclude_from_layer_adaptation"
         }
-        decisions.append(VariableDecision(name, _shape(variable), decay, adapt, matched))
+        depth, multiplier = _layer_rate(depths, layerwise_decay, name)
+        decisions.append(VariableDecision(name, _shape(variable), decay, adapt, matched, depth, multiplier))
     unmatched = unmatched_patterns(rules, names)
     if not adapts:
         unmatched.pop("exclude_from_layer_adaptation", None)
-    return DecayReport(owner, rules, rate, tuple(decisions), unmatched, selected)
+    return DecayReport(owner, rules, rate, tuple(decisions), unmatched, selected, depths, layerwise_decay)
+
+
+def _layer_rate(depths, layerwise_decay, name) -> tuple[int | None, float | None]:
+    """A variable's depth and learning-rate multiplier under the optimizer's ``layer_depths``."""
+    if depths is None:
+        return None, None
+    depth = depths.depth_of(name)
+    if depth is None:
+        return None, None
+    return depth, 1.0 if layerwise_decay is None else depths.multiplier(layerwise_decay, depth)
 
 
 def _has_layer_adaptation(optimizer) -> bool:

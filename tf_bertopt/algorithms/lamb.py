@@ -65,6 +65,17 @@ class LambMixin:
             two differ by a few 1e-7 of a tensor's largest value. Where a context cannot take the fast path (the shards
             of a ``ShardedVariable`` under LAMB), the optimizer uses the
             reference path there and logs it once.
+        layerwise_lr_decay: float > 0 or None (default). With ``layer_depths``,
+            multiplies each variable's learning rate by
+            ``layerwise_lr_decay ** (max_depth - depth)`` (ELECTRA's layer-wise
+            decay, e.g. 0.8); see ``tf_bertopt.layerwise``.
+        layer_depths: which depth each variable has: a
+            ``tf_bertopt.layerwise.LayerDepths`` (ready ones:
+            ``tf1_bert_layer_depths``, ``electra_layer_depths``,
+            ``keras_hub_bert_layer_depths``) or a list of ``(pattern, depth)``
+            rules, the first matching one deciding. A variable no rule places
+            is a ``ValueError`` when the optimizer is built, unless the
+            ``LayerDepths`` has a ``default_depth``.
     """
 
     slot_names = ("lamb_m", "lamb_v")
@@ -83,6 +94,8 @@ class LambMixin:
         weight_norm_bounds: tuple[float | None, float | None] | None = None,
         trust_ratio_bounds: tuple[float | None, float | None] | None = None,
         fused: bool = True,
+        layerwise_lr_decay: float | None = None,
+        layer_depths=None,
         name: str = "LAMB",
         **kwargs,
     ):
@@ -104,6 +117,7 @@ class LambMixin:
         self.weight_norm_bounds = validation.bounds("LAMB", "weight_norm_bounds", weight_norm_bounds)
         self.trust_ratio_bounds = validation.bounds("LAMB", "trust_ratio_bounds", trust_ratio_bounds)
         self._set_fused(fused)
+        self._set_layerwise_decay(layerwise_lr_decay, layer_depths)
 
     def get_config(self):
         config = super().get_config()

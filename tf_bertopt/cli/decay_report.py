@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import warnings
 
-from tf_bertopt import name_matching
+from tf_bertopt import layerwise, name_matching
 from tf_bertopt.cli.arguments import UsageError
 from tf_bertopt.decay_reporting import _LIST_NAMES, decay_report
 from tf_bertopt.name_matching import NameRules
@@ -71,8 +71,12 @@ def run(args) -> int:
     import importlib
 
     given = [argument for argument in _LIST_NAMES if getattr(args, argument) is not None]
-    if args.saved_optimizer and given:
-        raise UsageError("--saved-optimizer uses the saved optimizer's patterns; give no pattern options with it")
+    layer_options = args.layer_depths or args.layerwise_lr_decay is not None
+    if args.saved_optimizer and (given or layer_options):
+        raise UsageError(
+            "--saved-optimizer uses the saved optimizer's patterns and layer depths; "
+            "give no pattern or layer options with it"
+        )
     for module in args.custom_module:
         importlib.import_module(module)
     with warnings.catch_warnings():
@@ -108,13 +112,40 @@ def run(args) -> int:
             raise UsageError(str(error)) from None
         if args.optimizer == "adamw" and rules.exclude_from_layer_adaptation:
             raise UsageError("--exclude-from-layer-adaptation only applies to --optimizer lamb")
-        report = decay_report(rules, model, layer_adaptation=args.optimizer == "lamb")
+        report = decay_report(
+            rules,
+            model,
+            layer_adaptation=args.optimizer == "lamb",
+            layer_depths=_layer_depths(args),
+            layerwise_lr_decay=args.layerwise_lr_decay,
+        )
     print(f"{args.model}: {type(model).__name__} {model.name!r}")
     print(report)
     note = _names_note(model, report)
     if note:
         print(note)
     return 1 if args.strict and report.warnings else 0
+
+
+LAYER_DEPTH_RULES = {
+    "tf1-bert": layerwise.tf1_bert_layer_depths,
+    "electra": layerwise.electra_layer_depths,
+    "keras-hub-bert": layerwise.keras_hub_bert_layer_depths,
+}
+
+
+def _layer_depths(args):
+    if args.layer_depths is None:
+        if args.layerwise_lr_decay is not None:
+            raise UsageError("--layerwise-lr-decay needs --layer-depths (the rules that give each variable its depth)")
+        return None
+    if args.num_layers is None:
+        raise UsageError(f"--layer-depths {args.layer_depths} needs --num-layers (the encoder's layer count)")
+    if args.layer_depths == "electra":
+        if args.default_layer_depth is not None:
+            raise UsageError("--layer-depths electra has no default depth (ELECTRA refuses unplaced variables)")
+        return layerwise.electra_layer_depths(args.num_layers)
+    return LAYER_DEPTH_RULES[args.layer_depths](args.num_layers, args.default_layer_depth)
 
 
 def _optimizer_in_compile_config(path: str):
@@ -177,5 +208,12 @@ def add_command(subparsers) -> None:
                              "with an optimizer of their own)")
     parser.add_argument("--custom-module", action="append", default=[], metavar="MODULE",
                         help="import this module first (it registers the model's custom layers); repeatable")
+    parser.add_argument("--layer-depths", choices=sorted(LAYER_DEPTH_RULES),
+                        help="also show each variable's depth by these ready rules (tf_bertopt.layerwise)")
+    parser.add_argument("--num-layers", type=int, metavar="L", help="encoder layers, for --layer-depths")
+    parser.add_argument("--default-layer-depth", type=int, metavar="DEPTH",
+                        help="depth of variables no rule places (default: none, they are reported)")
+    parser.add_argument("--layerwise-lr-decay", type=float, metavar="DECAY",
+                        help="show each variable's learning-rate multiplier DECAY ** (max_depth - depth)")
     parser.add_argument("--strict", action="store_true", help="exit with code 1 if there is any warning")
     parser.set_defaults(func=run)

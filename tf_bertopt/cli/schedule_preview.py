@@ -14,6 +14,9 @@ use, which are options of the same class:
 
 The two warmup options ramp to the peak rate, unlike Model Garden's, and are
 labelled for what they do.
+
+With ``--electra`` it also draws ELECTRA's schedule (``tf_bertopt.ElectraSchedule``:
+the decay times a linear warmup factor ``min(1, t/W)``).
 """
 
 from __future__ import annotations
@@ -45,13 +48,14 @@ class Curve:
 
     label: str
     options: dict
+    schedule_class: str = "WarmupPolynomialDecay"
 
     def schedule(self):
-        """The ``tf_bertopt.WarmupPolynomialDecay``; ``UsageError`` if the options do not fit together."""
+        """The ``tf_bertopt`` schedule; ``UsageError`` if the options do not fit together."""
         import tf_bertopt
 
         try:
-            return tf_bertopt.WarmupPolynomialDecay(**self.options)
+            return getattr(tf_bertopt, self.schedule_class)(**self.options)
         except ValueError as error:  # e.g. decay_steps <= warmup_steps with decay_start="warmup_end"
             raise UsageError(str(error)) from None
 
@@ -107,7 +111,22 @@ def curves(args: argparse.Namespace) -> list[Curve]:
         (key, value), = shown.items()
         text = f"{value:g}" if isinstance(value, float) else repr(value)
         result.append(Curve(f"{VARIANT_LABELS[name]}: {key}={text}", {**options, **needed, **shown}))
+    if getattr(args, "electra", False):
+        result.append(electra_curve(args))
     return result
+
+
+def electra_curve(args: argparse.Namespace) -> Curve:
+    """ELECTRA's schedule with the same peak, horizon, warmup and power (it has no end rate or cycle)."""
+    warmup = max(args.train_steps * args.electra_warmup_proportion, args.warmup_steps)
+    options = {
+        "initial_learning_rate": args.init_lr,
+        "decay_steps": args.train_steps,
+        "warmup_steps": warmup,
+        "power": args.power,
+    }
+    return Curve(f"ELECTRA: ElectraSchedule({args.init_lr:g}, {args.train_steps}, {warmup:g}, power={args.power:g})",
+                 options, "ElectraSchedule")
 
 
 _POSITIONAL = ("initial_learning_rate", "decay_steps", "warmup_steps")
@@ -197,6 +216,10 @@ def add_command(subparsers) -> None:
     parser.add_argument("--compare-warmup-initial-lr", type=arguments.non_negative_float, default=None,
                         help="warmup_initial_learning_rate of the warmup-start and model-garden-linear variants "
                         "(default: a tenth of --init-lr)")
+    parser.add_argument("--electra", action="store_true",
+                        help="also draw ELECTRA's schedule (decay times min(1, t/W); end rate 0, no cycle)")
+    parser.add_argument("--electra-warmup-proportion", type=arguments.non_negative_float, default=0.0,
+                        help="ELECTRA's warmup_proportion: W = max(train_steps * proportion, --warmup-steps)")
     parser.add_argument("--at", nargs="+", type=arguments.non_negative_int, metavar="STEP",
                         help="steps to print (default: around the end of warmup, midway and the end)")
     arguments.add_plot_arguments(parser, "tf_bertopt_schedule.png")
