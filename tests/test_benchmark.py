@@ -93,6 +93,28 @@ def test_cli_quick_run_prints_the_table_and_writes_json(tmp_path):
     assert quick["bandwidth"]["bytes_per_second"] > 0
 
 
+def test_mirrored_run_times_the_all_reduce_alone_and_each_update_beyond_it(tmp_path):
+    output = tmp_path / "bench.json"
+    result = cli_helpers.run_cli(
+        "bench", "--quick", "--candidates", "adamw,keras-adamw", "--modes", "mirrored", "--json", str(output)
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (quick,) = json.loads(output.read_text())["sets"]
+    rows = {row["candidate"]: row for row in quick["results"]}
+    assert list(rows) == ["adamw", "keras-adamw", "all-reduce"]
+    reduced = rows["all-reduce"]["median_ms"]
+    for name in ("adamw", "keras-adamw"):
+        assert math.isclose(rows[name]["update_ms"], rows[name]["median_ms"] - reduced)
+        # Two logical CPUs share one memory: the floor counts both replicas' updates.
+        floor = 2 * 28 * quick["parameters"] / quick["bandwidth"]["bytes_per_second"]
+        assert math.isclose(rows[name]["floor_ms"], 1e3 * floor)
+    keras_update = rows["keras-adamw"]["update_ms"]
+    if keras_update > 0:  # a tiny set's update can be lost in the all-reduce's noise
+        assert math.isclose(rows["adamw"]["update_ratio_to_keras"], rows["adamw"]["update_ms"] / keras_update)
+    assert "| update ms | update × Keras |" in result.stdout
+    assert f"all-reduce alone: {reduced:.2f} ms" in result.stdout
+
+
 @pytest.mark.parametrize(
     "arguments", [["--candidates", "sgd"], ["--sets", "bert-huge"], ["--modes", ""], ["--rounds", "0"]]
 )

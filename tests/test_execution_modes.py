@@ -146,4 +146,4 @@ def test_mirrored_strategy_takes_the_fast_path_with_the_reference_bits():
     results = json.loads(child.stdout.strip().splitlines()[-1])
     assert len(results) == 4
     for name, result in results.items():
-        assert result == {"compiled": True, "identical": True}, name
+        assert result == {"compiled": True, "planned_together": 10, "identical": True}, name

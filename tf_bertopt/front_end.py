@@ -229,6 +229,30 @@ class BertOptimizerMixin:
             tf.convert_to_tensor(self.iterations),
         )
 
+    def _fused_update_per_replica(self, distribution, grads, variables, learning_rate) -> bool:
+        """Under a mirrored strategy, each replica's variables planned together, as without one.
+
+        ``extended.update`` updates one variable where each of its copies
+        lives; driven by the first variable, it hands over each replica's
+        gradients in turn, and the other variables' copies on that device
+        join it, so that small variables are packed and grouped there too.
+        Returns False, having updated nothing, unless the strategy mirrors
+        every variable on the same devices.
+        """
+        if not isinstance(distribution, _MIRRORING_STRATEGIES) or not variables:
+            return False
+        devices = {tuple(component.device for component in distribution.experimental_local_results(v)) for v in variables}
+        if len(devices) != 1 or not all(isinstance(v, tf.distribute.DistributedValues) for v in variables):
+            return False
+
+        def update_replica(first, replica_learning_rate, *replica_grads):
+            local = [first] + [fused_updates.local_variable(v, first.device) for v in variables[1:]]
+            self._fused_update_all(replica_grads, local, replica_learning_rate)
+
+        # A learning rate, like a gradient, may be a per-replica value: `update` hands each replica its own.
+        distribution.extended.update(variables[0], update_replica, args=(learning_rate, *grads), group=False)
+        return True
+
     def get_slots(self, variable):
         """The ``(m, v)`` slot variables of a model variable of the built optimizer."""
         index = self._get_variable_index(variable)
@@ -267,6 +291,10 @@ class BertOptimizerMixin:
     def _fused_update(self, indices, variables, ms, vs, grads, learning_rate, step) -> None:
         """The in-place update of the variables at ``indices`` through ``tf_bertopt.fused_updates``."""
         raise NotImplementedError
+
+
+# Strategies whose variables are mirrored, one copy per replica device (see _fused_update_per_replica).
+_MIRRORING_STRATEGIES = (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy)
 
 
 def _tf_variable(variable):

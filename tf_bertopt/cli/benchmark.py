@@ -23,6 +23,13 @@ allocates beyond what was live before it:
   ``malloc_trim(0)`` has handed freed heap pages back, so that temporaries
   show up even when the allocator reuses memory.
 
+Under ``--modes mirrored`` every candidate first sums the gradients over the
+replicas, which costs the same whoever updates the variables; the same rounds
+time that sum alone (``all-reduce``), and the table gives each candidate's
+time beyond it (``update ms``) and that time's ratio to Keras's. On logical
+CPUs the replicas share one memory, so the floor there counts every
+replica's update.
+
 For each ``jit_compile`` step the table also gives the bytes per parameter
 XLA's optimized program reads and writes (``tf_bertopt.compiled_traffic``):
 the traffic it planned, which bounds how close to the floor it can get.
@@ -59,6 +66,8 @@ MODES = ("function", "jit", "mirrored")
 DEFAULT_MODES = ("function", "jit")
 # The mirrored mode's replicas: logical CPU devices made before TensorFlow starts (or the GPUs).
 MIRRORED_REPLICAS = 2
+# The mirrored mode's extra entry: the gradients' all-reduce alone.
+ALL_REDUCE = "all-reduce"
 LEARNING_RATE = 1e-4
 WEIGHT_DECAY_RATE = 0.01
 EXCLUSIONS = ["LayerNorm", "layer_norm", "bias"]  # BERT's list (keras-hub names its LayerNorms layer_norm)
@@ -385,6 +394,8 @@ def run_set(
         for candidate, optimizer in optimizers.items():
             apply = applying(optimizer, gradients, variables)
             entries.append(Entry(candidate, "mirrored", tf_function(lambda apply=apply: strategy.run(apply), False)))
+        summing = summing_gradients(gradients)
+        entries.append(Entry(ALL_REDUCE, "mirrored", tf_function(lambda: strategy.run(summing), False)))
 
     for entry in entries:
         entry.first_call_s = _timed(entry.step)
@@ -439,6 +450,18 @@ def applying(optimizer, gradients, variables) -> Callable[[], None]:
     return apply
 
 
+def summing_gradients(gradients) -> Callable[[], None]:
+    """The gradients summed over the replicas, as ``apply_gradients`` sums them first, and nothing else."""
+    import tensorflow as tf
+
+    def reduce():
+        summed = tf.distribute.get_replica_context().all_reduce("sum", [g.read_value() for g in gradients])
+        # Depending on every sum keeps the collective from being pruned; the scalar costs nothing.
+        return tf.add_n([tf.reshape(s[(0,) * len(s.shape)], []) for s in summed])
+
+    return reduce
+
+
 def tf_function(function, jit_compile: bool):
     import tensorflow as tf
 
@@ -449,11 +472,20 @@ def summarize(set_name, shapes, entries, bandwidth, memory_method) -> dict:
     parameters = sum(int(np.prod(shape)) for _, shape in shapes)
     largest = 4 * max(int(np.prod(shape)) for _, shape in shapes)
     medians = {entry.key: statistics.median(entry.times_s) for entry in entries}
+    reduced = medians.get(f"{ALL_REDUCE}/mirrored")
     results = []
     for entry in entries:
         median = medians[entry.key]
-        floor = BYTES_PER_PARAMETER[family(entry.candidate)] * parameters / bandwidth["bytes_per_second"]
+        if entry.candidate == ALL_REDUCE:
+            results.append({"candidate": ALL_REDUCE, "mode": entry.mode, "median_ms": 1e3 * median,
+                            "min_ms": 1e3 * min(entry.times_s), "max_ms": 1e3 * max(entry.times_s),
+                            "samples_ms": [1e3 * t for t in entry.times_s], "first_call_s": entry.first_call_s})  # fmt: skip
+            continue
+        replicas = MIRRORED_REPLICAS if entry.mode == "mirrored" and not on_gpu() else 1
+        floor = replicas * BYTES_PER_PARAMETER[family(entry.candidate)] * parameters / bandwidth["bytes_per_second"]
         reference = medians.get(f"{keras_counterpart(entry.candidate)}/{entry.mode}")
+        update = None if reduced is None or entry.mode != "mirrored" else median - reduced
+        keras_update = None if update is None or reference is None else reference - reduced
         results.append(
             {
                 "candidate": entry.candidate,
@@ -466,6 +498,8 @@ def summarize(set_name, shapes, entries, bandwidth, memory_method) -> dict:
                 "floor_ms": 1e3 * floor,
                 "ratio_to_floor": median / floor,
                 "ratio_to_keras": None if reference is None else median / reference,
+                "update_ms": None if update is None else 1e3 * update,
+                "update_ratio_to_keras": None if not keras_update or keras_update <= 0 else update / keras_update,
                 "first_call_s": entry.first_call_s,
                 "peak_step_bytes": entry.peak_bytes,
                 "compiled_bytes_per_parameter": entry.compiled_bytes_per_parameter,
@@ -494,15 +528,27 @@ def format_table(result: dict) -> str:
         "| optimizer | mode | median ms | min ms | max ms | × Keras | × floor | first call s | step peak MB | XLA B/param |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for row in result["results"]:
+    rows = [row for row in result["results"] if row["candidate"] != ALL_REDUCE]
+    summed = [row for row in result["results"] if row["candidate"] == ALL_REDUCE]
+    if summed:
+        lines[2:4] = [
+            "| optimizer | mode | median ms | min ms | max ms | × Keras | update ms | update × Keras | × floor | first call s | step peak MB |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+    for row in rows:
         keras_ratio = "—" if row["ratio_to_keras"] is None else f"{row['ratio_to_keras']:.2f}"
         peak = "n/a" if row["peak_step_bytes"] is None else f"{row['peak_step_bytes'] / 2**20:.0f}"
         planned = row.get("compiled_bytes_per_parameter")
         planned = "—" if planned is None else f"{planned:.0f}"
-        lines.append(
-            f"| {row['candidate']} | {row['mode']} | {row['median_ms']:.2f} | {row['min_ms']:.2f} | "
-            f"{row['max_ms']:.2f} | {keras_ratio} | {row['ratio_to_floor']:.2f} | {row['first_call_s']:.2f} | {peak} | {planned} |"
-        )
+        times = f"| {row['candidate']} | {row['mode']} | {row['median_ms']:.2f} | {row['min_ms']:.2f} | {row['max_ms']:.2f} | {keras_ratio} |"
+        if summed:
+            update_ratio = "—" if row.get("update_ratio_to_keras") is None else f"{row['update_ratio_to_keras']:.2f}"
+            update = "—" if row.get("update_ms") is None else f"{row['update_ms']:.2f}"
+            lines.append(f"{times} {update} | {update_ratio} | {row['ratio_to_floor']:.2f} | {row['first_call_s']:.2f} | {peak} |")
+        else:
+            lines.append(f"{times} {row['ratio_to_floor']:.2f} | {row['first_call_s']:.2f} | {peak} | {planned} |")
+    for row in summed:
+        lines += ["", f"The gradients' all-reduce alone: {row['median_ms']:.2f} ms (median; min {row['min_ms']:.2f} ms)."]
     return "\n".join(lines)
 
 

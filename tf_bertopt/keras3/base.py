@@ -121,14 +121,16 @@ class BertOptimizer(
         )
 
     def _distributed_tf_update_step(self, distribution, grads_and_vars, learning_rate):
-        if not self.fused or tf.distribute.has_strategy():
-            # Under tf.distribute each variable is updated where it lives,
-            # one `extended.update` each: update_step plans them one by one.
-            return super()._distributed_tf_update_step(distribution, grads_and_vars, learning_rate)
-        # The fast path without tf.distribute: every variable planned together,
-        # so that small ones are packed.
         grads, variables = zip(*grads_and_vars)
-        self._fused_update_all(grads, variables, learning_rate)
+        if not self.fused:
+            return super()._distributed_tf_update_step(distribution, grads_and_vars, learning_rate)
+        if not tf.distribute.has_strategy():
+            # The fast path: every variable planned together, so that small ones are packed.
+            return self._fused_update_all(grads, variables, learning_rate)
+        if not self._fused_update_per_replica(distribution, grads, variables, learning_rate):
+            # Variables not mirrored alike: each updated where it lives, one
+            # `extended.update` each; update_step plans them one by one.
+            return super()._distributed_tf_update_step(distribution, grads_and_vars, learning_rate)
 
     def update_step(self, gradient, variable, learning_rate):
         if self.fused:

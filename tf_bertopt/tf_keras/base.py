@@ -177,13 +177,18 @@ class BertOptimizer(
 
     def _distributed_apply_gradients_fn(self, distribution, grads_and_vars, **kwargs):
         grads_and_vars = list(grads_and_vars)
-        if self.fused and not tf.distribute.has_strategy() and not self._shard_group:
-            # The fast path without tf.distribute: every variable planned
-            # together, so that small ones are packed; tf-keras still walks
-            # the variables (EMA, step count), with update_step standing by.
-            # Under tf.distribute, update_step plans each variable where it lives.
+        if self.fused and not self._shard_group and grads_and_vars:
+            # The fast path: every variable planned together (on each replica's
+            # device under a mirrored strategy), so that small ones are packed;
+            # tf-keras still walks the variables (EMA, step count), with
+            # update_step standing by. Variables a strategy does not mirror
+            # alike are planned one by one by update_step, where each lives.
             grads, variables = zip(*grads_and_vars)
-            self._fused_update_all(grads, variables, self.learning_rate)
+            if tf.distribute.has_strategy():
+                if not self._fused_update_per_replica(distribution, grads, variables, self.learning_rate):
+                    return super()._distributed_apply_gradients_fn(distribution, grads_and_vars, **kwargs)
+            else:
+                self._fused_update_all(grads, variables, self.learning_rate)
             self._updated_already = True
             try:
                 return super()._distributed_apply_gradients_fn(distribution, grads_and_vars, **kwargs)
