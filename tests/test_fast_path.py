@@ -14,8 +14,10 @@ import pytest
 import tensorflow as tf
 
 import harness
+import keras
 import test_parity
-from tf_bertopt import fused_updates, update_plan, update_rules
+
+from tf_bertopt import fused_updates, keras3, tf_keras, update_plan, update_rules
 
 KINDS = ["adamw", "lamb"]
 
@@ -257,13 +259,43 @@ def test_plan_compiles_small_variables_of_a_shape_that_comes_often_in_groups(mon
     ]
 
 
-def test_plan_keeps_variables_lamb_adapts_out_of_packs():
+def test_plan_packs_variables_lamb_adapts_apart_from_those_it_does_not():
     variables = [tf.Variable(tf.zeros((3,))) for _ in range(4)]
-    assert update_plan.plan(variables, [0.0] * 4, packable=[True, False, True, False]) == [
+    options = [(0.0, True), (0.0, False), (0.0, True), (0.0, False)]
+    assert update_plan.plan(variables, options) == [
         update_plan.Batch("packed", (0, 2)),
-        update_plan.Batch("op_by_op", (1,)),
-        update_plan.Batch("op_by_op", (3,)),
+        update_plan.Batch("packed", (1, 3)),
     ]
+
+
+@pytest.mark.parametrize("api", [keras3, tf_keras], ids=["keras3", "tf_keras"])
+def test_packed_lamb_takes_each_variables_own_trust_ratio_bit_for_bit(api):
+    # Small adapted variables of odd sizes share one pack; each segment's norms
+    # and lr*r must be the reference path's own, step after step.
+    rng = np.random.default_rng(3)
+    shapes = [(3,), (7, 5), (64,), (17,), (8, 8), (1,), (33, 3), (2, 2, 2)]
+    initial = [rng.normal(0, 0.5, shape).astype(np.float32) for shape in shapes]
+    steps = [[rng.normal(0, 0.3 * (i + 1), shape).astype(np.float32) for i, shape in enumerate(shapes)] for _ in range(5)]
+    results, routes = [], []
+    for fused in (True, False):
+        make = keras.Variable if api is keras3 else tf.Variable
+        variables = [make(value, name=f"kernel_{i}") for i, value in enumerate(initial)]
+        optimizer = api.LAMB(1e-2, weight_decay_rate=0.01, trust_ratio_bounds=(0.0, 8.0), fused=fused)
+        optimizer.build(variables)
+        if fused:
+            weights = [v.value if isinstance(v, keras.Variable) else v for v in variables]
+            routes = [batch.route for batch in update_plan.plan(weights, [(0.01, True)] * len(weights))]
+
+        @tf.function
+        def step(grads):
+            optimizer.apply_gradients(zip(grads, variables))
+
+        for grads in steps:
+            step(grads)
+        results.append([np.asarray(v.numpy()) for v in variables])
+    assert routes == ["packed"]
+    for fast, reference in zip(*results):
+        assert np.array_equal(fast, reference)
 
 
 def test_a_fallback_is_logged_once(caplog):

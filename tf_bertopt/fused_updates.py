@@ -108,6 +108,10 @@ def _pack(tensors):
     return tf.concat([tf.reshape(tensor, [-1]) for tensor in tensors], axis=0)
 
 
+def _segment_starts(sizes) -> list[int]:
+    return [sum(sizes[:index]) for index in range(len(sizes))]
+
+
 def _assign_unpacked(variables, packed):
     if len(variables) == 1:
         variables[0].assign(packed)
@@ -213,8 +217,7 @@ class FusedUpdates:
         bounds = (weight_norm_bounds, trust_ratio_bounds)
         last_sums: dict = {}  # per device, the last sum taken from its reused buffer in this call
         options_per_variable = list(zip(weight_decay_rates, layer_adaptations))
-        packable = [not adapted for adapted in layer_adaptations]
-        for batch in update_plan.plan(variables, options_per_variable, packable, pack=not xla_context.inside_xla()):
+        for batch in update_plan.plan(variables, options_per_variable, pack=not xla_context.inside_xla()):
             selected = _select(batch.indices, variables, ms, vs, grads)
             first = batch.indices[0]
             options = (weight_decay_rates[first], bias_correction)
@@ -253,18 +256,27 @@ class FusedUpdates:
 
     def _lamb_by_kernels(self, variables, ms, vs, grads, learning_rate, step, bounds, options, adapted):
         # Small variables, packed into one tensor (or one alone): TF's kernels, no compilation.
-        if adapted and len(variables) > 1:  # never packed: their norms are each variable's own sum
-            for one in zip(variables, ms, vs, grads):
-                self._lamb_by_kernels(*([x] for x in one), learning_rate, step, bounds, options, adapted)
-            return
         weight, grad, m, v = map(_pack, (variables, grads, ms, vs))
         rounded = rounding_for_kernels(step)
         arguments = self._lamb_arguments(*options, rounded)
         update, new_m, new_v = update_rules.lamb_direction(weight, grad, m, v, step, **arguments)
-        ratio = None
-        if adapted:  # as the reference path: the norms of the variable, in its own shape
+        step_size = tf.cast(learning_rate, weight.dtype)
+        if not adapted:
+            new_weight = update_rules.lamb_apply(weight, update, step_size, None, rounded)
+        elif len(variables) == 1:  # as the reference path: the norms of the variable, in its own shape
             ratio = update_rules.trust_ratio(update_rules.l2_norm(weight), update_rules.l2_norm(update), *bounds)
-        new_weight = update_rules.lamb_apply(weight, update, tf.cast(learning_rate, weight.dtype), ratio, rounded)
+            new_weight = update_rules.lamb_apply(weight, update, step_size, ratio, rounded)
+        else:
+            # Each variable's norms are TF's sums over its own segment of the
+            # packed squares; each segment then moves by its own lr*r, formed
+            # per variable as TF1 forms it, then spread over the segment.
+            sizes = [variable.shape.num_elements() for variable in variables]
+            weight_norms, update_norms = (
+                update_rules.norms_of_squares([squares[s : s + n] for s, n in zip(_segment_starts(sizes), sizes)])
+                for squares in (tf.square(weight), tf.square(update))
+            )
+            ratios = update_rules.trust_ratio(weight_norms, update_norms, *bounds)
+            new_weight = weight - rounded(tf.repeat(step_size * ratios, sizes) * update)
         for targets, packed in zip((variables, ms, vs), (new_weight, new_m, new_v)):
             _assign_unpacked(targets, packed)
 

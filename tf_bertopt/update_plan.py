@@ -15,9 +15,11 @@ plan). Every route gives the same bits; they differ in what they cost:
   dtype, device and treatment, concatenated, updated by TensorFlow's kernels one after the other, split
   and assigned back. For a small variable the cost is per operation, not per
   byte: one pass of the math over all of them replaces one pass per variable.
-* ``"op_by_op"``: a small variable too large to pack, one that shares its
-  treatment with no other or that LAMB adapts (see ``plan``), updated by TensorFlow's kernels as the
-  reference path does.
+  LAMB's trust ratio is then taken per variable, over its segment of the
+  packed tensor.
+* ``"op_by_op"``: a small variable too large to pack, or one that shares its
+  treatment with no other, updated by TensorFlow's kernels as the reference
+  path does.
 
 Few small variables are compiled: XLA's compilation (about a second per
 distinct program) costs more than a small model's step saves in hundreds of
@@ -58,17 +60,15 @@ class Batch:
 
 
 def plan(
-    variables: Sequence, options: Sequence[Hashable], packable: Sequence[bool] | None = None, pack: bool = True
+    variables: Sequence, options: Sequence[Hashable], pack: bool = True
 ) -> list[Batch]:
     """The batches that update ``variables`` (each with its hashable ``options``), in order.
 
     Large variables come first, each alone; then the small variables
     compiled ``GROUP_SIZE`` at a time; then the packed groups and the
     small variables of a treatment no other shares, in the order of their
-    first variable; then the small variables kept out of packs.
-    ``packable[i]`` False keeps small variable ``i`` out of any pack: LAMB's
-    norms summed from slices of a packed tensor may round differently from
-    TF's sum of the variable itself. ``pack=False`` packs nothing: where XLA
+    first variable; then the small variables too large to pack.
+    ``pack=False`` packs nothing: where XLA
     compiles the whole step, it fuses the small updates itself and packing
     would only add copies.
     """
@@ -87,7 +87,7 @@ def plan(
     alike, alone = collections.defaultdict(list), []
     for index in sorted(rest):
         variable, option = variables[index], options[index]
-        if not pack or variable.shape.num_elements() > PACK_MAX_ELEMENTS or (packable is not None and not packable[index]):
+        if not pack or variable.shape.num_elements() > PACK_MAX_ELEMENTS:
             alone.append(Batch("op_by_op", (index,)))
         else:
             alike[(tf.as_dtype(variable.dtype), variable.device, option)].append(index)
