@@ -477,9 +477,9 @@ def summarize(set_name, shapes, entries, bandwidth, memory_method) -> dict:
     for entry in entries:
         median = medians[entry.key]
         if entry.candidate == ALL_REDUCE:
-            results.append({"candidate": ALL_REDUCE, "mode": entry.mode, "median_ms": 1e3 * median,
-                            "min_ms": 1e3 * min(entry.times_s), "max_ms": 1e3 * max(entry.times_s),
-                            "samples_ms": [1e3 * t for t in entry.times_s], "first_call_s": entry.first_call_s})  # fmt: skip
+            times = {"median_ms": 1e3 * median, "min_ms": 1e3 * min(entry.times_s), "max_ms": 1e3 * max(entry.times_s)}
+            samples = {"samples_ms": [1e3 * t for t in entry.times_s], "first_call_s": entry.first_call_s}
+            results.append({"candidate": ALL_REDUCE, "mode": entry.mode, **times, **samples})
             continue
         replicas = MIRRORED_REPLICAS if entry.mode == "mirrored" and not on_gpu() else 1
         floor = replicas * BYTES_PER_PARAMETER[family(entry.candidate)] * parameters / bandwidth["bytes_per_second"]
@@ -518,35 +518,36 @@ def summarize(set_name, shapes, entries, bandwidth, memory_method) -> dict:
     }
 
 
+def _cell(value, digits: int = 2, missing: str = "—") -> str:
+    return missing if value is None else f"{value:.{digits}f}"
+
+
 def format_table(result: dict) -> str:
-    """The results of one set as a Markdown table."""
+    """The results of one set as a Markdown table (with the update beyond the all-reduce, under mirrored)."""
     bandwidth = result["bandwidth"]
+    rows = [row for row in result["results"] if row["candidate"] != ALL_REDUCE]
+    summed = [row for row in result["results"] if row["candidate"] == ALL_REDUCE]
+    middle = ["update ms", "update × Keras"] if summed else []
+    last = [] if summed else ["XLA B/param"]
+    header = ["optimizer", "mode", "median ms", "min ms", "max ms", "× Keras", *middle, "× floor", "first call s"]
+    header += ["step peak MB", *last]
     lines = [
         f"**{result['set']}**: {result['description']}. Memory bandwidth "
         f"{bandwidth['bytes_per_second'] / 1e9:.1f} GB/s ({bandwidth['method']}).",
         "",
-        "| optimizer | mode | median ms | min ms | max ms | × Keras | × floor | first call s | step peak MB | XLA B/param |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| " + " | ".join(header) + " |",
+        "|---|---|" + "---:|" * (len(header) - 2),
     ]
-    rows = [row for row in result["results"] if row["candidate"] != ALL_REDUCE]
-    summed = [row for row in result["results"] if row["candidate"] == ALL_REDUCE]
-    if summed:
-        lines[2:4] = [
-            "| optimizer | mode | median ms | min ms | max ms | × Keras | update ms | update × Keras | × floor | first call s | step peak MB |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        ]
     for row in rows:
-        keras_ratio = "—" if row["ratio_to_keras"] is None else f"{row['ratio_to_keras']:.2f}"
-        peak = "n/a" if row["peak_step_bytes"] is None else f"{row['peak_step_bytes'] / 2**20:.0f}"
-        planned = row.get("compiled_bytes_per_parameter")
-        planned = "—" if planned is None else f"{planned:.0f}"
-        times = f"| {row['candidate']} | {row['mode']} | {row['median_ms']:.2f} | {row['min_ms']:.2f} | {row['max_ms']:.2f} | {keras_ratio} |"
+        peak = None if row["peak_step_bytes"] is None else row["peak_step_bytes"] / 2**20
+        cells = [row["candidate"], row["mode"], *(_cell(row[key]) for key in ("median_ms", "min_ms", "max_ms"))]
+        cells.append(_cell(row["ratio_to_keras"]))
         if summed:
-            update_ratio = "—" if row.get("update_ratio_to_keras") is None else f"{row['update_ratio_to_keras']:.2f}"
-            update = "—" if row.get("update_ms") is None else f"{row['update_ms']:.2f}"
-            lines.append(f"{times} {update} | {update_ratio} | {row['ratio_to_floor']:.2f} | {row['first_call_s']:.2f} | {peak} |")
-        else:
-            lines.append(f"{times} {row['ratio_to_floor']:.2f} | {row['first_call_s']:.2f} | {peak} | {planned} |")
+            cells += [_cell(row.get("update_ms")), _cell(row.get("update_ratio_to_keras"))]
+        cells += [_cell(row["ratio_to_floor"]), _cell(row["first_call_s"]), _cell(peak, 0, "n/a")]
+        if not summed:
+            cells.append(_cell(row.get("compiled_bytes_per_parameter"), 0))
+        lines.append("| " + " | ".join(cells) + " |")
     for row in summed:
         lines += ["", f"The gradients' all-reduce alone: {row['median_ms']:.2f} ms (median; min {row['min_ms']:.2f} ms)."]
     return "\n".join(lines)

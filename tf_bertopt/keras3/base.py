@@ -121,9 +121,9 @@ class BertOptimizer(
         )
 
     def _distributed_tf_update_step(self, distribution, grads_and_vars, learning_rate):
-        grads, variables = zip(*grads_and_vars)
-        if not self.fused:
+        if not self.fused or not grads_and_vars:
             return super()._distributed_tf_update_step(distribution, grads_and_vars, learning_rate)
+        grads, variables = zip(*grads_and_vars)
         if not tf.distribute.has_strategy():
             # The fast path: every variable planned together, so that small ones are packed.
             return self._fused_update_all(grads, variables, learning_rate)
