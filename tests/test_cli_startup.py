@@ -164,8 +164,20 @@ print("LOADED", type(model.optimizer).__module__, type(model.optimizer).__name__
 """
 
 
-@pytest.mark.parametrize("order", [("import tf_bertopt", "import keras"), ("import keras", "import tf_bertopt")],
-                         ids=["tf_bertopt-first", "keras-first"])
+@pytest.mark.parametrize(
+    "order",
+    [
+        ("import tf_bertopt", "import keras"),
+        ("import keras", "import tf_bertopt"),
+        # Our own modules imported first import TensorFlow, and so Keras, halfway through.
+        ("from tf_bertopt import tf_keras", "import keras"),
+        ("from tf_bertopt.tf_keras import LAMB", "import keras"),
+        ("import tf_bertopt.update_rules", "import keras"),
+        ("from tf_bertopt.algorithms.lamb import LambMixin", "import keras"),
+    ],
+    ids=["tf_bertopt-first", "keras-first", "tf_keras-front-end-first", "tf_keras-class-first", "update-rules-first",
+         "algorithm-first"],
+)
 def test_saved_models_load_without_custom_objects_after_import_tf_bertopt_in_either_order(order, tmp_path):
     import keras
 

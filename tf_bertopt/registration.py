@@ -8,6 +8,11 @@ yet ``import tf_bertopt`` followed by ``keras.models.load_model(path)`` has
 to work. So ``register_front_ends()`` imports the front end of each Keras
 library already imported, and for the others waits: when ``keras`` or
 ``tf_keras`` is imported later, its front end is imported right after it.
+
+That import may itself come from inside one of ours: ``from tf_bertopt
+import tf_keras`` imports TensorFlow (which imports Keras) halfway through
+its own modules. A front end imported then would find those modules half
+made, so it waits until our outermost module being imported is complete.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import importlib
 import importlib.abc
 import sys
 
+_PACKAGE = "tf_bertopt"
 FRONT_ENDS = {"keras": "tf_bertopt.keras3", "tf_keras": "tf_bertopt.tf_keras"}
 
 
@@ -29,9 +35,12 @@ class _FrontEndAfterImport(importlib.abc.MetaPathFinder):
     def __init__(self, waiting: dict[str, str]):
         self.waiting = dict(waiting)
         self.after_tensorflow: list[str] = []
+        self.after_ours: list[str] = []
+        self.ours_being_imported = 0
 
     def find_spec(self, fullname, path, target=None):
-        if fullname not in self.waiting and fullname != "tensorflow":
+        ours = fullname.startswith(_PACKAGE + ".")
+        if fullname not in self.waiting and fullname != "tensorflow" and not ours:
             return None
         # Asked without importing too (importlib.util.find_spec): act once the module is executed.
         spec = _spec_from_other_finders(self, fullname, path, target)
@@ -40,7 +49,11 @@ class _FrontEndAfterImport(importlib.abc.MetaPathFinder):
         execute = spec.loader.exec_module
 
         def exec_module(module):
-            execute(module)
+            self.ours_being_imported += ours
+            try:
+                execute(module)
+            finally:
+                self.ours_being_imported -= ours
             self._imported(fullname)
 
         spec.loader.exec_module = exec_module
@@ -49,12 +62,17 @@ class _FrontEndAfterImport(importlib.abc.MetaPathFinder):
     def _imported(self, fullname: str) -> None:
         if fullname == "tensorflow":
             front_ends, self.after_tensorflow = self.after_tensorflow, []
+        elif fullname.startswith(_PACKAGE + "."):
+            front_ends, self.after_ours = (self.after_ours, []) if not self.ours_being_imported else ([], self.after_ours)
         else:
             front_ends = [self.waiting.pop(fullname)] if fullname in self.waiting else []
             if front_ends and _being_imported("tensorflow"):
                 self.after_tensorflow += front_ends
                 return
-        if not self.waiting and not self.after_tensorflow and self in sys.meta_path:
+        if front_ends and self.ours_being_imported:
+            self.after_ours += front_ends
+            return
+        if not (self.waiting or self.after_tensorflow or self.after_ours) and self in sys.meta_path:
             sys.meta_path.remove(self)
         for front_end in front_ends:
             importlib.import_module(front_end)
