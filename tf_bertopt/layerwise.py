@@ -40,6 +40,20 @@ from tf_bertopt import name_matching, validation
 _OWNER = "LayerDepths"
 
 
+# The layer-wise arguments, as both optimizers' docstrings give them (continuing their ``Args:``).
+ARGUMENT_DOC = """    layerwise_lr_decay: float > 0 or None (default). With ``layer_depths``,
+            multiplies each variable's learning rate by
+            ``layerwise_lr_decay ** (max_depth - depth)`` (ELECTRA's layer-wise
+            decay, e.g. 0.8); see ``tf_bertopt.layerwise``.
+        layer_depths: which depth each variable has: a
+            ``tf_bertopt.layerwise.LayerDepths`` (ready ones:
+            ``tf1_bert_layer_depths``, ``electra_layer_depths``,
+            ``keras_hub_bert_layer_depths``) or a list of ``(pattern, depth)``
+            rules, the first matching one deciding. A variable no rule places
+            is a ``ValueError`` when the optimizer is built, unless the
+            ``LayerDepths`` has a ``default_depth``.
+    """
+
 @dataclasses.dataclass(frozen=True)
 class LayerDepths:
     """Ordered depth rules: which depth each variable of a model has.

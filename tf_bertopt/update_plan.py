@@ -50,6 +50,24 @@ PACK_MAX_ELEMENTS = 2**12
 
 ROUTES = ("compiled", "packed", "op_by_op")
 
+# The ``fused`` argument, as both optimizers' docstrings give it (continuing their ``Args:``).
+FUSED_ARGUMENT_DOC = """    fused: True (default) for the fast path: each large variable and
+            its slots updated in place by one XLA-compiled pass, small
+            variables several at a time with TensorFlow's own kernels (see
+            ``tf_bertopt.update_plan``). False for the reference path:
+            TensorFlow's operations one by one, each variable on its own, as
+            the TF1 graph ran them. Both give the same bits (float32 results
+            identical to TF1); the reference path is several times slower on
+            large variables and allocates several variable-sized temporaries
+            per step. Both hold outside a ``jit_compile=True`` step; inside
+            one XLA also compiles what surrounds the update (clipping,
+            schedule), so neither path is bit-identical to TF1 there and the
+            two differ by a few 1e-7 of a tensor's largest value. Where a
+            context cannot take the fast path (the shards of a
+            ``ShardedVariable`` under LAMB), the optimizer uses the reference
+            path there and logs it once.
+    """
+
 
 @dataclasses.dataclass(frozen=True)
 class Batch:

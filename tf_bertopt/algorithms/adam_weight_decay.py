@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from tf_bertopt import update_rules
+from tf_bertopt import layerwise, update_plan, update_rules
 
 
 class AdamWeightDecayMixin:
@@ -42,31 +42,6 @@ class AdamWeightDecayMixin:
             ``["LayerNorm", "layer_norm", "bias"]``.
         include_in_weight_decay: regular expressions that force decay on,
             winning over ``exclude_from_weight_decay``.
-        fused: True (default) for the fast path: each large variable and
-            its slots updated in place by one XLA-compiled pass, small
-            variables several at a time with TensorFlow's own kernels (see
-            ``tf_bertopt.update_plan``). False for the reference path:
-            TensorFlow's operations one by one, each variable on its own, as
-            the TF1 graph ran them. Both give the same bits (float32 results
-            identical to TF1); the reference path is several times slower on
-            large variables and allocates several variable-sized temporaries
-            per step. Both hold outside a ``jit_compile=True`` step; inside
-            one XLA also compiles what surrounds the update (clipping,
-            schedule), so neither path is bit-identical to TF1 there and the
-            two differ by a few 1e-7 of a tensor's largest value. Where a context cannot take the fast path (the shards
-            of a ``ShardedVariable`` under LAMB), the optimizer uses the
-            reference path there and logs it once.
-        layerwise_lr_decay: float > 0 or None (default). With ``layer_depths``,
-            multiplies each variable's learning rate by
-            ``layerwise_lr_decay ** (max_depth - depth)`` (ELECTRA's layer-wise
-            decay, e.g. 0.8); see ``tf_bertopt.layerwise``.
-        layer_depths: which depth each variable has: a
-            ``tf_bertopt.layerwise.LayerDepths`` (ready ones:
-            ``tf1_bert_layer_depths``, ``electra_layer_depths``,
-            ``keras_hub_bert_layer_depths``) or a list of ``(pattern, depth)``
-            rules, the first matching one deciding. A variable no rule places
-            is a ``ValueError`` when the optimizer is built, unless the
-            ``LayerDepths`` has a ``default_depth``.
     """
 
     slot_names = ("adam_m", "adam_v")
@@ -116,3 +91,6 @@ class AdamWeightDecayMixin:
     def _fused_update(self, indices, variables, ms, vs, grads, learning_rate, step):
         rates = [self._decay_rates[i] for i in indices]
         self._fused_updates.adam_weight_decay(variables, ms, vs, grads, learning_rate, step, rates)
+
+
+AdamWeightDecayMixin.__doc__ += update_plan.FUSED_ARGUMENT_DOC + layerwise.ARGUMENT_DOC

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from tf_bertopt import update_rules, validation
+from tf_bertopt import layerwise, update_plan, update_rules, validation
 
 
 class LambMixin:
@@ -51,31 +51,6 @@ class LambMixin:
             Either side may be None. Defaults to None (``phi(z) = z``).
         trust_ratio_bounds: ``(lower, upper)`` clamp of the final ratio ``r``,
             as NVIDIA's and DeepSpeed's LAMB offer. Defaults to None.
-        fused: True (default) for the fast path: each large variable and
-            its slots updated in place by one XLA-compiled pass, small
-            variables several at a time with TensorFlow's own kernels (see
-            ``tf_bertopt.update_plan``). False for the reference path:
-            TensorFlow's operations one by one, each variable on its own, as
-            the TF1 graph ran them. Both give the same bits (float32 results
-            identical to TF1); the reference path is several times slower on
-            large variables and allocates several variable-sized temporaries
-            per step. Both hold outside a ``jit_compile=True`` step; inside
-            one XLA also compiles what surrounds the update (clipping,
-            schedule), so neither path is bit-identical to TF1 there and the
-            two differ by a few 1e-7 of a tensor's largest value. Where a context cannot take the fast path (the shards
-            of a ``ShardedVariable`` under LAMB), the optimizer uses the
-            reference path there and logs it once.
-        layerwise_lr_decay: float > 0 or None (default). With ``layer_depths``,
-            multiplies each variable's learning rate by
-            ``layerwise_lr_decay ** (max_depth - depth)`` (ELECTRA's layer-wise
-            decay, e.g. 0.8); see ``tf_bertopt.layerwise``.
-        layer_depths: which depth each variable has: a
-            ``tf_bertopt.layerwise.LayerDepths`` (ready ones:
-            ``tf1_bert_layer_depths``, ``electra_layer_depths``,
-            ``keras_hub_bert_layer_depths``) or a list of ``(pattern, depth)``
-            rules, the first matching one deciding. A variable no rule places
-            is a ``ValueError`` when the optimizer is built, unless the
-            ``LayerDepths`` has a ``default_depth``.
     """
 
     slot_names = ("lamb_m", "lamb_v")
@@ -179,3 +154,6 @@ class LambMixin:
             placement=placement,
             **self._lamb_options(indices[0]),
         )
+
+
+LambMixin.__doc__ += update_plan.FUSED_ARGUMENT_DOC + layerwise.ARGUMENT_DOC
