@@ -70,19 +70,10 @@ def __dir__():
 
 
 __all__ = [
-    "AdamWeightDecay",
-    "LAMB",
-    "WarmupPolynomialDecay",
-    "create_optimizer",
-    "ElectraSchedule",
-    "create_electra_optimizer",
-    "OptimizerDiagnostics",
-    "optimizer_diagnostics",
-    "write_optimizer_diagnostics",
+    *_FRONT_END_NAMES,
+    *_LAZY_MODULE_NAMES,
     "decay_report",
     "UnmatchedPatternWarning",
-    "load_model",
-    "restore_optimizer",
     "FLAVOUR",
     "__version__",
 ]

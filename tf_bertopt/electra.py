@@ -29,7 +29,7 @@ import tensorflow as tf
 
 from tf_bertopt import layerwise, validation
 from tf_bertopt.recipe import BERT_EXCLUSIONS, OPTIMIZER_TYPES
-from tf_bertopt.schedules import WarmupPolynomialDecaySpec
+from tf_bertopt.schedules import ScheduleOfSpec, WarmupPolynomialDecaySpec
 
 _OWNER = "ElectraSchedule"
 
@@ -67,7 +67,7 @@ class ElectraScheduleSpec:
             return decayed * tf.minimum(1.0, tf.cast(step, tf.float32) * reciprocal)
 
 
-class ElectraScheduleMixin:
+class ElectraScheduleMixin(ScheduleOfSpec):
     """ELECTRA's learning rate: polynomial decay from step 0, times a linear warmup factor.
 
     ::
@@ -99,18 +99,6 @@ class ElectraScheduleMixin:
     ):
         super().__init__()
         self.spec = ElectraScheduleSpec(initial_learning_rate, decay_steps, warmup_steps, power, name)
-
-    def get_config(self):
-        return self.spec.to_config()
-
-    def __call__(self, step):
-        return self.spec(step)
-
-    def __getattr__(self, attribute):
-        spec = self.__dict__.get("spec")
-        if spec is not None and attribute in spec.__dataclass_fields__:
-            return getattr(spec, attribute)
-        raise AttributeError(attribute)
 
 
 def electra_warmup_steps(num_train_steps: int, warmup_proportion: float = 0.0, warmup_steps: float = 0) -> float:

@@ -173,6 +173,29 @@ class WarmupPolynomialDecaySpec:
             return (initial - end) * tf.pow(1 - t / horizon, tf.constant(self.power, tf.float32)) + end
 
 
+
+class ScheduleOfSpec:
+    """A schedule front end whose arguments, config and values are its ``spec``'s.
+
+    ``spec`` is a frozen dataclass with ``to_config()`` and ``__call__(step)``
+    (``WarmupPolynomialDecaySpec``, ``ElectraScheduleSpec``); its fields read
+    through as the schedule's attributes (``schedule.decay_steps``).
+    """
+
+    spec: Any
+
+    def get_config(self):
+        return self.spec.to_config()
+
+    def __call__(self, step):
+        return self.spec(step)
+
+    def __getattr__(self, attribute):
+        spec = self.__dict__.get("spec")
+        if spec is not None and attribute in spec.__dataclass_fields__:
+            return getattr(spec, attribute)
+        raise AttributeError(attribute)
+
 def _reciprocal(count: int) -> tf.Tensor:
     """``1/count`` rounded to float32, as Grappler folds a division by a constant."""
     return tf.constant(1.0, tf.float32) / tf.cast(count, tf.float32)

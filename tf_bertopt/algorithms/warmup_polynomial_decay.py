@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from tf_bertopt.schedules import WarmupPolynomialDecaySpec
+from tf_bertopt.schedules import ScheduleOfSpec, WarmupPolynomialDecaySpec
 
 
-class WarmupPolynomialDecayMixin:
+class WarmupPolynomialDecayMixin(ScheduleOfSpec):
     """BERT's learning rate: linear warmup, then polynomial decay counted from step 0.
 
     ::
@@ -71,9 +71,6 @@ class WarmupPolynomialDecayMixin:
             warmup_style,
         )
 
-    def get_config(self):
-        return self.spec.to_config()
-
     @classmethod
     def from_config(cls, config):
         """The schedule of ``get_config``'s dict; unknown keys are refused, not ignored."""
@@ -86,13 +83,3 @@ class WarmupPolynomialDecayMixin:
                 f"allowed: {', '.join(WarmupPolynomialDecaySpec.__dataclass_fields__)}."
             )
         return cls(**config)
-
-    def __call__(self, step):
-        return self.spec(step)
-
-    def __getattr__(self, attribute):
-        # initial_learning_rate, decay_steps, ... read through to the spec.
-        spec = self.__dict__.get("spec")
-        if spec is not None and attribute in spec.__dataclass_fields__:
-            return getattr(spec, attribute)
-        raise AttributeError(attribute)
